@@ -1,0 +1,5 @@
+//! `ace-admin`: the ACE command-line tool.
+
+#![forbid(unsafe_code)]
+
+fn main() {}
