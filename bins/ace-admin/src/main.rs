@@ -1,5 +1,58 @@
 //! `ace-admin`: the ACE command-line tool.
+//!
+//! A thin binary: it parses arguments, starts tracing, installs the rustls
+//! crypto provider once, and hands each subcommand to the library crate that
+//! owns the work. Errors become a message on stderr and a non-zero exit code.
 
 #![forbid(unsafe_code)]
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// ACE: find, repair and verify drift between PostgreSQL nodes.
+#[derive(Debug, Parser)]
+#[command(name = "ace-admin", version, about, long_about = None)]
+struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Every subcommand; each lives in its own module.
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    // One crypto provider for the whole process; see deny.toml.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let result: anyhow::Result<ExitCode> = match cli.command {};
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ACE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
