@@ -6,6 +6,8 @@
 
 #![forbid(unsafe_code)]
 
+mod tasks_cmd;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -24,7 +26,10 @@ struct Cli {
 
 /// Every subcommand; each lives in its own module.
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// List, show and prune task records.
+    Tasks(tasks_cmd::TasksArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -32,7 +37,9 @@ fn main() -> ExitCode {
     // One crypto provider for the whole process; see deny.toml.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Tasks(args) => tasks_cmd::run(args),
+    };
     match result {
         Ok(code) => code,
         Err(error) => {
