@@ -313,8 +313,12 @@ fn map_figment_error(figment: &Figment, file: &ConfigFile, error: figment::Error
         .next()
         .unwrap_or_else(|| figment::Error::from("unknown error".to_owned()));
     let path = error.path.join(".");
+    // For unknown and missing fields figment's path may or may not already
+    // end with the field; name it once either way.
     let key_with = |field: &str| {
-        if path.is_empty() {
+        if error.path.last().is_some_and(|last| last == field) {
+            path.clone()
+        } else if path.is_empty() {
             field.to_owned()
         } else {
             format!("{path}.{field}")
