@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod config_cmd;
 mod tasks_cmd;
 
 use std::process::ExitCode;
@@ -27,6 +28,10 @@ struct Cli {
 /// Every subcommand; each lives in its own module.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Write and check ace.yaml (config init, config check).
+    Config(config_cmd::ConfigArgs),
+    /// Write and inspect pg_service.conf clusters (cluster init, list, show).
+    Cluster(config_cmd::ClusterArgs),
     /// List, show and prune task records.
     Tasks(tasks_cmd::TasksArgs),
 }
@@ -38,6 +43,8 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Config(args) => config_cmd::run_config(args),
+        Command::Cluster(args) => config_cmd::run_cluster(args),
         Command::Tasks(args) => tasks_cmd::run(args),
     };
     match result {

@@ -468,7 +468,7 @@ impl AceConfig {
             return Some(Violation::range(
                 "table_diff.concurrency_factor",
                 cf,
-                "greater than 0 and at most 4 (0 < x <= 4)",
+                "0 < x <= 4",
             ));
         }
         if td.min_diff_block_size == 0 {
@@ -520,7 +520,7 @@ impl AceConfig {
             return Some(Violation::range(
                 "table_diff.max_cpu_ratio",
                 ratio,
-                "greater than 0 and at most 4 (0 < x <= 4)",
+                "0 < x <= 4",
             ));
         }
         let md = &self.mtree.diff;

@@ -24,7 +24,8 @@ pub enum Level {
 
 impl fmt::Display for Level {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad` so that `{:<5}` aligns report lines.
+        f.pad(match self {
             Level::Ok => "ok",
             Level::Warn => "warn",
             Level::Error => "error",
@@ -161,9 +162,9 @@ impl CheckReport {
         }
         for cluster in &self.clusters {
             line(format!(
-                "cluster {} ({} nodes)",
+                "cluster {} ({})",
                 cluster.name,
-                cluster.nodes.len()
+                plural(cluster.nodes.len())
             ));
             for node in &cluster.nodes {
                 // NodeSettings' Display masks password and sslpassword.
@@ -338,8 +339,8 @@ pub fn check(source: &ConfigSource, options: &CheckOptions) -> CheckReport {
                     Level::Ok,
                     format!("cluster {name}"),
                     format!(
-                        "{} nodes: {}",
-                        cluster.nodes.len(),
+                        "{}: {}",
+                        plural(cluster.nodes.len()),
                         cluster.node_names().join(", ")
                     ),
                 );
@@ -384,6 +385,14 @@ fn check_nodes(report: &mut CheckReport, seen: &mut BTreeSet<PathBuf>, cluster: 
                 "not set; libpq will use the local socket",
             );
         }
+    }
+}
+
+fn plural(nodes: usize) -> String {
+    if nodes == 1 {
+        "1 node".to_owned()
+    } else {
+        format!("{nodes} nodes")
     }
 }
 

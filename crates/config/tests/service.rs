@@ -1,6 +1,9 @@
 //! `pg_service.conf`: parsing, cluster resolution with overrides and
 //! `cert_auth` defaults, node selection, and discovery order.
 
+// `figment::Jail` closures must return `figment::Error`, which is large.
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 
 use ace_config::{
@@ -57,12 +60,18 @@ fn two_clusters_with_overrides() {
     assert_eq!(n1.port, 5433, "inherited from [prod]");
     assert_eq!(n1.dbname.as_deref(), Some("appdb"));
     assert_eq!(n1.sslmode, SslMode::Require);
-    assert_eq!(n1.password.as_ref().map(|p| p.expose()), Some("s3cret-prod"));
+    assert_eq!(
+        n1.password.as_ref().map(|p| p.expose()),
+        Some("s3cret-prod")
+    );
 
     let n2 = &prod.node("n2").unwrap().settings;
     assert_eq!(n2.port, 6000, "node overrides cluster");
     assert_eq!(n2.sslmode, SslMode::VerifyFull);
-    assert_eq!(n2.sslrootcert.as_deref(), Some(Path::new("/etc/ace/ca.crt")));
+    assert_eq!(
+        n2.sslrootcert.as_deref(),
+        Some(Path::new("/etc/ace/ca.crt"))
+    );
 
     let n10 = &prod.node("n10").unwrap().settings;
     assert_eq!(
@@ -98,11 +107,19 @@ fn duplicates_and_stray_keys_warn_and_first_wins() {
     let text = "stray=1\n[c]\nport=1\nport=2\n[c.a]\nhost=x\n[c.a]\nhost=y\n";
     let file = ServiceFile::parse("svc", text).unwrap();
     let warnings = file.warnings();
-    assert!(matches!(&warnings[0], ServiceWarning::OutsideSection { key, line: 1 } if key == "stray"));
-    assert!(matches!(&warnings[1], ServiceWarning::DuplicateKey { key, line: 4, .. } if key == "port"));
+    assert!(
+        matches!(&warnings[0], ServiceWarning::OutsideSection { key, line: 1 } if key == "stray")
+    );
+    assert!(
+        matches!(&warnings[1], ServiceWarning::DuplicateKey { key, line: 4, .. } if key == "port")
+    );
     assert!(matches!(
         &warnings[2],
-        ServiceWarning::DuplicateSection { line: 7, first_line: 5, .. }
+        ServiceWarning::DuplicateSection {
+            line: 7,
+            first_line: 5,
+            ..
+        }
     ));
     let cluster = file.cluster("c", &no_cert_auth()).unwrap();
     assert_eq!(cluster.nodes.len(), 1);
@@ -125,15 +142,27 @@ fn node_selection_is_exact_and_ordered() {
     let prod = two_clusters().cluster("prod", &no_cert_auth()).unwrap();
     let names = |selection: &str| -> Vec<String> {
         let selection: NodeSelection = selection.parse().unwrap();
-        prod.select(&selection).unwrap().iter().map(|n| n.name.clone()).collect()
+        prod.select(&selection)
+            .unwrap()
+            .iter()
+            .map(|n| n.name.clone())
+            .collect()
     };
     assert_eq!(names("all"), ["n1", "n2", "n10"]);
     assert_eq!(names("n1"), ["n1"], "n1 never matches n10");
-    assert_eq!(names("n10, n1,n1"), ["n1", "n10"], "cluster order, duplicates dropped");
+    assert_eq!(
+        names("n10, n1,n1"),
+        ["n1", "n10"],
+        "cluster order, duplicates dropped"
+    );
 
     let error = prod.select(&"n1,n3".parse().unwrap()).unwrap_err();
     match &error {
-        ConfigError::UnknownNode { cluster, node, known } => {
+        ConfigError::UnknownNode {
+            cluster,
+            node,
+            known,
+        } => {
             assert_eq!(cluster, "prod");
             assert_eq!(node, "n3");
             assert_eq!(known, &["n1", "n2", "n10"]);
@@ -141,15 +170,25 @@ fn node_selection_is_exact_and_ordered() {
         other => panic!("expected UnknownNode, got {other:?}"),
     }
     assert!(error.to_string().contains("n1, n2, n10"), "{error}");
-    assert!(prod.select(&"n".parse().unwrap()).is_err(), "no prefix matching");
-    assert!(matches!(" , ".parse::<NodeSelection>(), Err(ConfigError::EmptyNodeSelection { .. })));
+    assert!(
+        prod.select(&"n".parse().unwrap()).is_err(),
+        "no prefix matching"
+    );
+    assert!(matches!(
+        " , ".parse::<NodeSelection>(),
+        Err(ConfigError::EmptyNodeSelection { .. })
+    ));
 }
 
 #[test]
 fn unknown_cluster_lists_known_ones() {
     let file = two_clusters();
     match file.cluster("prd", &no_cert_auth()) {
-        Err(ConfigError::UnknownCluster { cluster, known, path }) => {
+        Err(ConfigError::UnknownCluster {
+            cluster,
+            known,
+            path,
+        }) => {
             assert_eq!(cluster, "prd");
             assert_eq!(known, ["prod", "staging"]);
             assert_eq!(path, PathBuf::from("/etc/ace/pg_service.conf"));
@@ -167,8 +206,14 @@ fn default_cluster_comes_from_ace_yaml() {
         Err(ConfigError::NoCluster { known, .. }) if known == ["prod", "staging"]
     ));
     config.default_cluster = "staging".to_owned();
-    assert_eq!(resolve_cluster(&config, &file, None).unwrap().name, "staging");
-    assert_eq!(resolve_cluster(&config, &file, Some("prod")).unwrap().name, "prod");
+    assert_eq!(
+        resolve_cluster(&config, &file, None).unwrap().name,
+        "staging"
+    );
+    assert_eq!(
+        resolve_cluster(&config, &file, Some("prod")).unwrap().name,
+        "prod"
+    );
 }
 
 #[test]
@@ -194,7 +239,10 @@ sslrootcert=/own-ca.crt
 host=c
 sslmode=disable
 ";
-    let cluster = ServiceFile::parse("svc", text).unwrap().cluster("c", &cert_auth).unwrap();
+    let cluster = ServiceFile::parse("svc", text)
+        .unwrap()
+        .cluster("c", &cert_auth)
+        .unwrap();
     let plain = &cluster.node("plain").unwrap().settings;
     assert_eq!(plain.sslmode, SslMode::VerifyFull);
     assert_eq!(plain.sslcert.as_deref(), Some(Path::new("/pki/ace.crt")));
@@ -202,7 +250,11 @@ sslmode=disable
     assert_eq!(plain.sslrootcert.as_deref(), Some(Path::new("/pki/ca.crt")));
 
     let own = &cluster.node("own").unwrap().settings;
-    assert_eq!(own.sslmode, SslMode::VerifyCa, "a node's own sslmode stands");
+    assert_eq!(
+        own.sslmode,
+        SslMode::VerifyCa,
+        "a node's own sslmode stands"
+    );
     assert_eq!(own.sslcert.as_deref(), Some(Path::new("/own.crt")));
     assert_eq!(own.sslrootcert.as_deref(), Some(Path::new("/own-ca.crt")));
 
@@ -210,7 +262,10 @@ sslmode=disable
     assert_eq!(nossl.sslmode, SslMode::Disable);
 
     // With cert auth off, nothing is added and sslmode is not forced.
-    let off = ServiceFile::parse("svc", text).unwrap().cluster("c", &no_cert_auth()).unwrap();
+    let off = ServiceFile::parse("svc", text)
+        .unwrap()
+        .cluster("c", &no_cert_auth())
+        .unwrap();
     let plain = &off.node("plain").unwrap().settings;
     assert_eq!(plain.sslmode, SslMode::Prefer);
     assert_eq!(plain.sslcert, None);
@@ -221,7 +276,9 @@ sslmode=disable
 fn bad_values_name_file_line_and_key() {
     let file = ServiceFile::parse("svc.conf", "[c]\nport=54x32\n[c.n1]\nhost=a\n").unwrap();
     match file.cluster("c", &no_cert_auth()) {
-        Err(ConfigError::InvalidValue { key, origin, value, .. }) => {
+        Err(ConfigError::InvalidValue {
+            key, origin, value, ..
+        }) => {
             assert_eq!(key, "[c.n1] port");
             assert_eq!(origin, "svc.conf:2");
             assert_eq!(value, "54x32");
@@ -259,7 +316,10 @@ fn syntax_errors_name_file_and_line() {
 #[test]
 fn malformed_line_does_not_echo_a_whole_secret() {
     let error = ServiceFile::parse("svc", "[c.n1]\nthisisalongpasswordwithoutkey\n").unwrap_err();
-    assert!(!error.to_string().contains("thisisalongpasswordwithoutkey"), "{error}");
+    assert!(
+        !error.to_string().contains("thisisalongpasswordwithoutkey"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -279,7 +339,10 @@ fn candidates_follow_the_documented_order() {
         "HOME" => Some("/home/op".into()),
         _ => None,
     };
-    let paths: Vec<PathBuf> = service_file_candidates(lookup).into_iter().map(|(p, _)| p).collect();
+    let paths: Vec<PathBuf> = service_file_candidates(lookup)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
     assert_eq!(
         paths,
         [
@@ -308,10 +371,16 @@ fn discovery_prefers_env_then_cwd_then_home() {
             dir.join("home/.pg_service.conf")
         );
         jail.create_file("pg_service.conf", "[c.n1]\nhost=c\n")?;
-        assert_eq!(discover_service_file().map_err(|e| e.to_string())?, PathBuf::from("pg_service.conf"));
+        assert_eq!(
+            discover_service_file().map_err(|e| e.to_string())?,
+            PathBuf::from("pg_service.conf")
+        );
         jail.create_file("pg.conf", "[p.n1]\nhost=p\n")?;
         jail.set_env("PGSERVICEFILE", "pg.conf");
-        assert_eq!(discover_service_file().map_err(|e| e.to_string())?, PathBuf::from("pg.conf"));
+        assert_eq!(
+            discover_service_file().map_err(|e| e.to_string())?,
+            PathBuf::from("pg.conf")
+        );
         jail.create_file("ace.conf", "[a.n1]\nhost=a\n")?;
         jail.set_env("ACE_PGSERVICEFILE", "ace.conf");
         let found = ServiceFile::discover().map_err(|e| e.to_string())?;
@@ -319,7 +388,9 @@ fn discovery_prefers_env_then_cwd_then_home() {
 
         // A file named by a variable must exist.
         jail.set_env("ACE_PGSERVICEFILE", "gone.conf");
-        assert!(matches!(discover_service_file(), Err(ConfigError::Read { path, .. }) if path == Path::new("gone.conf")));
+        assert!(
+            matches!(discover_service_file(), Err(ConfigError::Read { path, .. }) if path == Path::new("gone.conf"))
+        );
         Ok(())
     });
 }
