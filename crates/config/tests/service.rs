@@ -394,3 +394,26 @@ fn discovery_prefers_env_then_cwd_then_home() {
         Ok(())
     });
 }
+
+#[test]
+fn nothing_found_lists_every_place_searched() {
+    Jail::expect_with(|jail| {
+        let home = jail.directory().display().to_string();
+        jail.set_env("HOME", home);
+        jail.set_env("PGSERVICEFILE", "");
+        jail.set_env("ACE_PGSERVICEFILE", "");
+        let etc = Path::new("/etc/pg_service.conf");
+        match discover_service_file() {
+            Err(ConfigError::ServiceFileNotFound { searched }) => {
+                assert!(!etc.exists());
+                assert_eq!(searched.len(), 3);
+                assert_eq!(searched[0], PathBuf::from("pg_service.conf"));
+                assert_eq!(searched[2], etc);
+            }
+            // This machine has a system-wide file: it must be the one found.
+            Ok(found) => assert_eq!(found, etc),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+        Ok(())
+    });
+}
