@@ -10,8 +10,10 @@ use std::path::PathBuf;
 /// the file, the key, the node. `origin` fields name where a value came from:
 /// a file path, an environment variable (`ACE_SERVER__LISTEN_PORT`), or
 /// `command-line flag`.
+///
+/// The enum is exhaustive on purpose: callers that map errors to statuses
+/// should `match` every variant, so a new one cannot be forgotten.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ConfigError {
     /// A file that was named explicitly (flag or environment variable) or
     /// found on disk could not be read.

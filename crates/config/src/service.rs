@@ -84,7 +84,6 @@ pub(crate) struct Section {
 
 /// Something libpq would accept but an operator probably did not mean.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ServiceWarning {
     /// A key neither ACE nor libpq knows; it is kept and passed on.
     UnknownKey {
