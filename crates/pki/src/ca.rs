@@ -9,16 +9,20 @@
 //! The layout is EasyRSA's, so the two tools can share a PKI directory:
 //! `ace-admin pki` can issue, revoke and publish CRLs for a CA that EasyRSA
 //! built (its CA key must be unencrypted PKCS#8, as `easyrsa build-ca
-//! nopass` writes it).
+//! nopass` writes it), and EasyRSA 3.1 can sign in a directory made here
+//! when told where its OpenSSL template is
+//! (`EASYRSA_SSL_CONF=/usr/share/easy-rsa/openssl-easyrsa.cnf`).
 //!
 //! ```text
 //! <dir>/ca.crt                          the CA certificate
 //! <dir>/private/ca.key                  the CA key (0600; directory 0700)
 //! <dir>/issued/<name>.crt               issued certificates
 //! <dir>/private/<name>.key              their keys (0600)
+//! <dir>/certs_by_serial/<serial>.pem    copies of issued certificates
 //! <dir>/revoked/certs_by_serial/<serial>.crt     moved here on revoke
 //! <dir>/revoked/private_by_serial/<serial>.key
 //! <dir>/index.txt                       OpenSSL CA database: V/R lines
+//! <dir>/index.txt.attr, serial, reqs/   kept for EasyRSA and openssl ca
 //! <dir>/crlnumber                       next CRL number, hex
 //! <dir>/crl.pem                         the last CRL written
 //! ```
@@ -452,7 +456,16 @@ impl CertificateAuthority {
         })?;
         create_dir(dir, 0o755)?;
         create_dir(&dir.join("private"), 0o700)?;
-        create_dir(&dir.join("issued"), 0o755)?;
+        for sub in [
+            "issued",
+            "reqs",
+            "certs_by_serial",
+            "revoked/certs_by_serial",
+            "revoked/reqs_by_serial",
+        ] {
+            create_dir(&dir.join(sub), 0o755)?;
+        }
+        create_dir(&dir.join("revoked/private_by_serial"), 0o700)?;
 
         let key = KeyPair::generate_for(options.algorithm.rcgen())
             .map_err(Error::issue("generating the CA key"))?;
@@ -476,6 +489,9 @@ impl CertificateAuthority {
         write_new(&dir.join("ca.crt"), cert.pem().as_bytes(), 0o644)?;
         replace(&dir.join("index.txt"), b"", 0o644)?;
         replace(&dir.join("crlnumber"), b"01\n", 0o644)?;
+        // What `openssl ca` (under EasyRSA) expects besides the index.
+        replace(&dir.join("index.txt.attr"), b"unique_subject = no\n", 0o644)?;
+        replace(&dir.join("serial"), b"01\n", 0o644)?;
         info!(dir = %dir.display(), cn = %options.common_name, "CA created");
         Self::open(dir)
     }
@@ -633,6 +649,13 @@ impl CertificateAuthority {
         create_dir(&self.dir.join("private"), 0o700)?;
         write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
         write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
+        let by_serial = self.dir.join("certs_by_serial");
+        create_dir(&by_serial, 0o755)?;
+        replace(
+            &by_serial.join(format!("{}.pem", serial_hex(&serial))),
+            cert.pem().as_bytes(),
+            0o644,
+        )?;
         let entry = IndexEntry {
             status: Status::Valid,
             expires: not_after,
@@ -733,7 +756,15 @@ impl CertificateAuthority {
                 std::fs::rename(&from, dir.join(&file)).map_err(Error::io(&from))?;
             }
         }
-        Ok(())
+        let copy = self
+            .dir
+            .join("certs_by_serial")
+            .join(format!("{serial}.pem"));
+        match std::fs::remove_file(&copy) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&copy)(e)),
+        }
     }
 
     /// Writes `<dir>/crl.pem`: every revoked certificate of the index,
