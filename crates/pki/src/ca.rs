@@ -667,7 +667,7 @@ impl CertificateAuthority {
         let mut index = index;
         index.push(entry.clone());
         self.write_index(&index)?;
-        info!(cn = %name, serial = %entry.serial, %not_after, "certificate issued");
+        info!(cn = %name, serial = %entry.serial, not_after = %crate::inspect::format_time(not_after), "certificate issued");
         Ok(IssuedFiles {
             common_name: name.to_owned(),
             serial: entry.serial,

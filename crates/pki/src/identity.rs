@@ -63,7 +63,7 @@ pub enum Refusal {
     Verification(rustls::Error),
     /// A configured CRL is past its next update, and `allow_expired_crl` is
     /// not set: nobody is accepted until the CRL is renewed.
-    #[error("client CRL {path} expired at {next_update}; renew it (ace-admin pki crl)")]
+    #[error("client CRL {} expired at {}; renew it (ace-admin pki crl)", path.display(), crate::inspect::format_time(*next_update))]
     CrlExpired {
         /// The CRL file.
         path: PathBuf,

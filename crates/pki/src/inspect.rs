@@ -219,6 +219,20 @@ pub fn crl_report(der: &[u8]) -> std::result::Result<CrlReport, String> {
     })
 }
 
+/// `2029-03-07 16:37:50 UTC`: how this crate prints times to people.
+pub fn format_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// A pg_ident.conf PG-USERNAME: bare when it is a plain lower-case
 /// identifier, double-quoted otherwise.
 fn pg_identifier(role: &str) -> String {
@@ -349,8 +363,12 @@ impl fmt::Display for CertificateReport {
         writeln!(f, "  subject:            {}", self.subject)?;
         writeln!(f, "  issuer:             {}", self.issuer)?;
         writeln!(f, "  serial:             {}", self.serial)?;
-        writeln!(f, "  not before:         {}", self.not_before)?;
-        writeln!(f, "  not after:          {}{state}", self.not_after)?;
+        writeln!(f, "  not before:         {}", format_time(self.not_before))?;
+        writeln!(
+            f,
+            "  not after:          {}{state}",
+            format_time(self.not_after)
+        )?;
         writeln!(f, "  SANs:               {}", list(&self.sans))?;
         writeln!(f, "  key usage:          {}", list(&self.key_usage))?;
         writeln!(
@@ -382,10 +400,12 @@ impl fmt::Display for CrlReport {
         let now = OffsetDateTime::now_utc();
         writeln!(f, "CRL")?;
         writeln!(f, "  issuer:      {}", self.issuer)?;
-        writeln!(f, "  this update: {}", self.this_update)?;
+        writeln!(f, "  this update: {}", format_time(self.this_update))?;
         match self.next_update {
-            Some(next) if next <= now => writeln!(f, "  next update: {next} (EXPIRED)")?,
-            Some(next) => writeln!(f, "  next update: {next}")?,
+            Some(next) if next <= now => {
+                writeln!(f, "  next update: {} (EXPIRED)", format_time(next))?
+            }
+            Some(next) => writeln!(f, "  next update: {}", format_time(next))?,
             None => writeln!(f, "  next update: (none)")?,
         }
         if let Some(number) = &self.crl_number {
@@ -394,8 +414,8 @@ impl fmt::Display for CrlReport {
         writeln!(f, "  revoked:     {}", self.entries.len())?;
         for (serial, at, reason) in &self.entries {
             match reason {
-                Some(reason) => writeln!(f, "    {serial}  {at}  {reason}")?,
-                None => writeln!(f, "    {serial}  {at}")?,
+                Some(reason) => writeln!(f, "    {serial}  {}  {reason}", format_time(*at))?,
+                None => writeln!(f, "    {serial}  {}", format_time(*at))?,
             }
         }
         Ok(())

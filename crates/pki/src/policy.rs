@@ -23,6 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::identity::{self, Identity, Refusal, check_common_name};
+use crate::inspect::format_time;
 use crate::load::{self, LoadedCrl};
 
 /// The lowest TLS version the server accepts.
@@ -137,10 +138,11 @@ impl Checker {
             let now_odt = unix_to_odt(now);
             if let Some(crl) = self.crls.iter().find(|crl| crl.is_expired_at(now_odt)) {
                 let next_update = crl.next_update.unwrap_or(now_odt);
+                let when = format_time(next_update);
                 error!(
                     crl.path = %crl.path.display(),
-                    crl.next_update = %next_update,
-                    "client CRL expired at {next_update}; refusing every client certificate until it is renewed"
+                    crl.next_update = %when,
+                    "client CRL expired at {when}; refusing every client certificate until it is renewed"
                 );
                 return Err(Refusal::CrlExpired {
                     path: crl.path.clone(),
@@ -494,22 +496,22 @@ fn report_crls(crls: &[LoadedCrl], allow_expired: bool) {
         info!("no client CRL configured; revocation is not checked");
     }
     for crl in crls {
-        match crl.next_update {
-            Some(next) if next <= now && allow_expired => warn!(
+        match crl.next_update.map(|next| (next, format_time(next))) {
+            Some((next, when)) if next <= now && allow_expired => warn!(
                 crl.path = %crl.path.display(),
-                crl.next_update = %next,
-                "client CRL expired at {next}; accepting clients anyway (allow_expired_crl)"
+                crl.next_update = %when,
+                "client CRL expired at {when}; accepting clients anyway (allow_expired_crl)"
             ),
-            Some(next) if next <= now => error!(
+            Some((next, when)) if next <= now => error!(
                 crl.path = %crl.path.display(),
-                crl.next_update = %next,
-                "client CRL expired at {next}; every client certificate will be refused until it is renewed"
+                crl.next_update = %when,
+                "client CRL expired at {when}; every client certificate will be refused until it is renewed"
             ),
-            Some(next) => info!(
+            Some((_, when)) => info!(
                 crl.path = %crl.path.display(),
                 crl.issuer = %crl.issuer,
                 crl.revoked = crl.revoked,
-                crl.next_update = %next,
+                crl.next_update = %when,
                 "client CRL loaded"
             ),
             None => warn!(
@@ -530,8 +532,10 @@ fn warn_on_server_validity(path: &Path, cert: &CertificateDer<'_>) {
     let not_after = validity.not_after.to_datetime();
     let not_before = validity.not_before.to_datetime();
     if not_after <= now {
+        let not_after = format_time(not_after);
         warn!(path = %path.display(), %not_after, "server certificate has expired; clients will refuse it");
     } else if not_before > now {
+        let not_before = format_time(not_before);
         warn!(path = %path.display(), %not_before, "server certificate is not valid yet; clients will refuse it");
     }
 }
