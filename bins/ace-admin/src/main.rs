@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod config_cmd;
+mod pki_cmd;
 mod tasks_cmd;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     Config(config_cmd::ConfigArgs),
     /// Write and inspect pg_service.conf clusters (cluster init, list, show).
     Cluster(config_cmd::ClusterArgs),
+    /// Make a CA, issue, revoke and inspect certificates, write CRLs.
+    Pki(pki_cmd::PkiArgs),
     /// List, show and prune task records.
     Tasks(tasks_cmd::TasksArgs),
 }
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Config(args) => config_cmd::run_config(args),
         Command::Cluster(args) => config_cmd::run_cluster(args),
+        Command::Pki(args) => pki_cmd::run(args),
         Command::Tasks(args) => tasks_cmd::run(args),
     };
     match result {
