@@ -1,7 +1,36 @@
 //! The consistency operations of ACE.
 //!
-//! table-diff, table-rerun, table-repair, schema-diff and repset-diff, written
-//! against role-scoped sessions from `ace-session`. Nothing here opens a
-//! connection or switches a role by itself.
+//! table-diff ([`table_diff`]) finds the rows that differ between nodes;
+//! table-rerun ([`table_rerun`]) re-checks exactly the rows of a diff file.
+//! Both are written against role-scoped sessions from `ace-session`: every
+//! statement runs in a read-only transaction as the caller's role (or ACE's
+//! own user from the CLI), and nothing here opens a connection or switches
+//! a role by itself. User input never becomes SQL text: identifiers come
+//! from the catalog and are quoted, values are bound, and a `table_filter`
+//! is parsed and re-rendered by [`filter`].
+//!
+//! ```no_run
+//! # async fn demo(sessions: &ace_session::ClusterSession) -> Result<(), ace_engine::EngineError> {
+//! use ace_engine::{Progress, TableDiffOptions, table_diff};
+//!
+//! let options = TableDiffOptions::new("public", "accounts");
+//! let report = table_diff(sessions, &options, &Progress::new()).await?;
+//! println!("{}", report.human_summary());
+//! # Ok(()) }
+//! ```
 
 #![forbid(unsafe_code)]
+
+mod diff;
+mod error;
+pub mod filter;
+mod html;
+pub mod report;
+mod rerun;
+mod sql;
+pub mod table;
+
+pub use diff::{Progress, TableDiffOptions, preflight, table_diff};
+pub use error::{EngineError, Result};
+pub use report::{DiffFile, DiffReport, DiffSummary};
+pub use rerun::table_rerun;

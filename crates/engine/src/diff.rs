@@ -1,0 +1,767 @@
+//! table-diff: which rows differ between nodes.
+//!
+//! 1. **Preflight**: on every node, as the caller's role, the table exists
+//!    with the same columns, types and primary key (differences are
+//!    reported, not guessed around).
+//! 2. **Ranges**: the node with the largest planner estimate samples keys
+//!    (`TABLESAMPLE SYSTEM`, a few percent of pages at most, never a full
+//!    count) and picks boundaries about `block_size` rows apart. The first
+//!    and last buckets are open, so rows beyond the sampled keys, or that
+//!    exist on one node only, are still covered.
+//! 3. **Hashing**, inside PostgreSQL, one scan per node (per chunk of the
+//!    key space when `concurrency_factor` allows more), all nodes at once:
+//!    per bucket, the row count and two independent 64-bit XOR aggregates of
+//!    `hashtextextended(ROW(...)::text, seed)`, over the comparable text of
+//!    each row (see [`crate::table::Column::comparable_sql`]).
+//! 4. **Narrowing**: buckets whose counts or hashes differ between any two
+//!    nodes are split by keys taken at offsets until they hold at most
+//!    `compare_unit_size` rows, then each node's keys and row hashes in the
+//!    bucket are compared in Rust. Memory stays bounded by
+//!    `compare_unit_size` and `max_diff_rows`, never by the table size.
+//! 5. **Rows**: the differing rows are fetched (every column as PostgreSQL's
+//!    text) and reported per node pair, in key order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use ace_session::{ClusterSession, NodeSession, Scope};
+use futures::future::try_join_all;
+use sqlx::Row;
+use tokio::sync::Semaphore;
+
+use crate::error::{EngineError, Result};
+use crate::filter::Filter;
+use crate::report::{DiffReport, DiffSummary, PairRows, RowValues};
+use crate::sql::{Key, KeyRange, TableSql};
+use crate::table::{TableInfo, check_agreement};
+
+/// What to compare and how; field names follow upstream ACE.
+#[derive(Debug, Clone)]
+pub struct TableDiffOptions {
+    /// Schema of the table.
+    pub schema: String,
+    /// Table name.
+    pub table: String,
+    /// Rows per hashed bucket.
+    pub block_size: u64,
+    /// Parallel scans per node, as a multiple of the CPU count (0 < f <= 4).
+    pub concurrency_factor: f64,
+    /// Largest bucket compared row by row; bigger mismatched buckets are
+    /// split first.
+    pub compare_unit_size: u64,
+    /// Most differing rows reported per node pair (0 = no limit).
+    pub max_diff_rows: u64,
+    /// A filter over the table's columns (see [`crate::filter`]).
+    pub table_filter: Option<String>,
+    /// The role the work runs as (an API caller's CN); `None` is ACE's user.
+    pub role: Option<String>,
+}
+
+impl TableDiffOptions {
+    /// Options for `schema.table` with upstream's defaults.
+    pub fn new(schema: &str, table: &str) -> Self {
+        TableDiffOptions {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            block_size: 1000,
+            concurrency_factor: 1.0,
+            compare_unit_size: 10_000,
+            max_diff_rows: 1_000_000,
+            table_filter: None,
+            role: None,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.block_size == 0 {
+            return Err(EngineError::Options {
+                field: "block_size",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if !(self.concurrency_factor > 0.0 && self.concurrency_factor <= 4.0) {
+            return Err(EngineError::Options {
+                field: "concurrency_factor",
+                reason: format!("{} is outside (0, 4]", self.concurrency_factor),
+            });
+        }
+        if self.compare_unit_size == 0 {
+            return Err(EngineError::Options {
+                field: "compare_unit_size",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Progress and cancellation, shared with whoever runs the diff.
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+impl Progress {
+    /// A fresh progress counter.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Progress::default())
+    }
+
+    /// Units done and units known so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Asks the operation to stop at its next step.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    fn add_total(&self, n: u64) {
+        self.total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn add_done(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn check_pub(&self) -> Result<()> {
+        self.check()
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            Err(EngineError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A bucket's fingerprint on one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Fingerprint {
+    count: i64,
+    h0: i64,
+    h1: i64,
+}
+
+/// Runs table-diff on every node of `sessions`.
+///
+/// # Errors
+///
+/// Session errors (a node down names the node), preflight failures
+/// ([`EngineError::TableMissing`], [`EngineError::NoPrimaryKey`],
+/// [`EngineError::SchemaMismatch`]), a refused filter, bad options, or
+/// [`EngineError::Cancelled`].
+pub async fn table_diff(
+    sessions: &ClusterSession,
+    options: &TableDiffOptions,
+    progress: &Progress,
+) -> Result<DiffReport> {
+    options.validate()?;
+    let started_at = time::OffsetDateTime::now_utc();
+    let started = Instant::now();
+    let nodes = sessions.nodes();
+    if nodes.len() < 2 {
+        return Err(EngineError::Options {
+            field: "nodes",
+            reason: format!("table-diff compares 2 or more nodes, got {}", nodes.len()),
+        });
+    }
+
+    let table = preflight(
+        sessions,
+        &options.schema,
+        &options.table,
+        options.role.as_deref(),
+    )
+    .await?;
+    let filter = options
+        .table_filter
+        .as_deref()
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| Filter::parse(f, &table.column_names()))
+        .transpose()?;
+    let sql = TableSql::new(&table, filter.as_ref());
+    let scope = Scope::read_only(options.role.as_deref());
+    let ctx = Ctx {
+        sql: &sql,
+        scope: &scope,
+        progress,
+    };
+
+    // Boundaries, from the node with the largest estimate.
+    let estimates = estimates(sessions, &scope, &table).await?;
+    let (sample_node, estimate) = estimates
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((0, 0.0));
+    let boundaries = ctx
+        .boundaries(&nodes[sample_node], estimate, options.block_size)
+        .await?;
+    progress.check()?;
+
+    // Pass 1: bucket fingerprints on every node.
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
+    let chunks = ((options.concurrency_factor * cpus) / nodes.len() as f64)
+        .floor()
+        .max(1.0) as usize;
+    let buckets = boundaries.len() + 1;
+    progress.add_total(buckets as u64);
+    let per_node = try_join_all(
+        nodes
+            .iter()
+            .map(|node| ctx.bucket_fingerprints(node, &boundaries, chunks)),
+    )
+    .await?;
+    progress.add_done(buckets as u64);
+
+    // Which buckets differ between any two nodes.
+    let mut mismatched = BTreeSet::new();
+    for bucket in 0..buckets as i32 {
+        let first = per_node[0].get(&bucket).copied().unwrap_or_default();
+        if per_node[1..]
+            .iter()
+            .any(|fps| fps.get(&bucket).copied().unwrap_or_default() != first)
+        {
+            mismatched.insert(bucket);
+        }
+    }
+    let bucket_range = |bucket: i32| -> KeyRange {
+        let i = bucket as usize;
+        KeyRange {
+            lo: (i > 0).then(|| boundaries[i - 1].clone()),
+            hi: boundaries.get(i).cloned(),
+        }
+    };
+    let leaves: Vec<(KeyRange, i64)> = mismatched
+        .iter()
+        .map(|&bucket| {
+            let largest = per_node
+                .iter()
+                .map(|fps| fps.get(&bucket).map_or(0, |fp| fp.count))
+                .max()
+                .unwrap_or(0);
+            (bucket_range(bucket), largest)
+        })
+        .collect();
+
+    // Pass 2: narrow and compare row by row.
+    let pairs: Vec<(usize, usize)> = (0..nodes.len())
+        .flat_map(|a| ((a + 1)..nodes.len()).map(move |b| (a, b)))
+        .collect();
+    let mut collector = Collector::new(&pairs, options.max_diff_rows);
+    let limit = Arc::new(Semaphore::new((chunks * nodes.len()).clamp(2, 8)));
+    progress.add_total(leaves.len() as u64);
+    let mut queue: Vec<(KeyRange, i64)> = leaves;
+    while let Some((range, largest)) = queue.pop() {
+        progress.check()?;
+        if collector.full() {
+            break;
+        }
+        if largest > options.compare_unit_size as i64 {
+            let parts = ctx
+                .split(nodes, &range, largest, options.compare_unit_size)
+                .await?;
+            progress.add_total(parts.len() as u64);
+            queue.extend(parts);
+            progress.add_done(1);
+            continue;
+        }
+        let permit = limit
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::Cancelled)?;
+        let hashes = try_join_all(nodes.iter().map(|node| ctx.row_hashes(node, &range))).await?;
+        drop(permit);
+        collector.compare(&hashes);
+        progress.add_done(1);
+    }
+
+    // Rows for every differing key, per node.
+    let wanted = collector.keys_per_node(nodes.len());
+    let rows = try_join_all(
+        nodes
+            .iter()
+            .zip(&wanted)
+            .map(|(node, keys)| ctx.rows(node, keys)),
+    )
+    .await?;
+
+    let names: Vec<String> = nodes.iter().map(|n| n.name().to_owned()).collect();
+    let mut diffs = BTreeMap::new();
+    let mut counts = BTreeMap::new();
+    let mut limit_reached = false;
+    for (index, &(a, b)) in pairs.iter().enumerate() {
+        let pair = &collector.pairs[index];
+        limit_reached |= pair.limit_reached;
+        if pair.keys.is_empty() {
+            continue;
+        }
+        let pick = |node: usize| -> Vec<RowValues> {
+            rows[node]
+                .iter()
+                .filter(|(key, _)| pair.keys.contains(key))
+                .map(|(_, row)| row.clone())
+                .collect()
+        };
+        let (name_a, name_b) = (&names[a], &names[b]);
+        let key = crate::report::pair_key(name_a, name_b);
+        counts.insert(key.clone(), pair.keys.len() as u64);
+        let mut by_node = BTreeMap::new();
+        by_node.insert(name_a.clone(), pick(a));
+        by_node.insert(name_b.clone(), pick(b));
+        diffs.insert(key, PairRows { rows: by_node });
+    }
+
+    let finished_at = time::OffsetDateTime::now_utc();
+    Ok(DiffReport {
+        diffs,
+        summary: DiffSummary {
+            schema: table.schema.clone(),
+            table: table.name.clone(),
+            table_filter: options
+                .table_filter
+                .clone()
+                .filter(|f| !f.trim().is_empty()),
+            effective_filter: filter.as_ref().map(|f| f.sql().to_owned()),
+            nodes: names,
+            block_size: options.block_size,
+            compare_unit_size: options.compare_unit_size,
+            concurrency_factor: options.concurrency_factor,
+            max_diff_rows: options.max_diff_rows,
+            start_time: crate::report::rfc3339(started_at),
+            end_time: crate::report::rfc3339(finished_at),
+            time_taken: crate::report::go_duration(started.elapsed()),
+            diff_rows_count: counts,
+            diff_row_limit_reached: limit_reached,
+            total_rows_checked: estimate.max(0.0) as i64,
+            initial_ranges_count: buckets as u64,
+            mismatched_ranges_count: mismatched.len() as u64,
+            primary_key: table.primary_key.clone(),
+            columns: table
+                .columns
+                .iter()
+                .map(|c| crate::report::ColumnInfo {
+                    name: c.name.clone(),
+                    data_type: c.type_sql.clone(),
+                })
+                .collect(),
+        },
+        columns: table.columns.clone(),
+    })
+}
+
+/// Loads the table on every node as the caller's role and checks they agree.
+///
+/// # Errors
+///
+/// Role, privilege, missing table and structure errors.
+pub async fn preflight(
+    sessions: &ClusterSession,
+    schema: &str,
+    table: &str,
+    role: Option<&str>,
+) -> Result<TableInfo> {
+    if let Some(role) = role {
+        sessions.check_role(role).await?;
+    }
+    let scope = Scope::read_only(role);
+    let infos = try_join_all(sessions.nodes().iter().map(|node| {
+        let scope = scope.clone();
+        async move {
+            let mut tx = node.begin(&scope).await?;
+            let info = TableInfo::load(&mut tx, schema, table).await?;
+            tx.commit().await?;
+            Ok::<_, EngineError>((node.name().to_owned(), info))
+        }
+    }))
+    .await?;
+    check_agreement(&infos)?;
+    sessions
+        .check_table_privileges(role, schema, table, &["SELECT"])
+        .await?;
+    Ok(infos
+        .into_iter()
+        .next()
+        .map(|(_, info)| info)
+        .expect("two or more nodes"))
+}
+
+async fn estimates(
+    sessions: &ClusterSession,
+    scope: &Scope,
+    table: &TableInfo,
+) -> Result<Vec<(usize, f64)>> {
+    try_join_all(sessions.nodes().iter().enumerate().map(|(index, node)| {
+        let scope = scope.clone();
+        async move {
+            let mut tx = node.begin(&scope).await?;
+            let info = TableInfo::load(&mut tx, &table.schema, &table.name).await?;
+            tx.commit().await?;
+            // Never analysed: guess from the size on disk.
+            let estimate = if info.estimated_rows >= 0.0 {
+                info.estimated_rows
+            } else {
+                info.pages as f64 * 100.0
+            };
+            Ok::<_, EngineError>((index, estimate))
+        }
+    }))
+    .await
+}
+
+pub(crate) struct Ctx<'a> {
+    pub(crate) sql: &'a TableSql,
+    pub(crate) scope: &'a Scope,
+    pub(crate) progress: &'a Progress,
+}
+
+impl Ctx<'_> {
+    /// Sorted boundary keys about `block_size` rows apart.
+    async fn boundaries(
+        &self,
+        node: &NodeSession,
+        estimate: f64,
+        block_size: u64,
+    ) -> Result<Vec<Key>> {
+        let wanted = (estimate / block_size as f64).ceil() as usize;
+        if wanted <= 1 {
+            return Ok(Vec::new());
+        }
+        // Four samples per boundary, from at most all pages.
+        let percent = (400.0 * wanted as f64 / estimate).clamp(0.01, 100.0);
+        let mut tx = node.begin(self.scope).await?;
+        let rows = sqlx::query(&self.sql.sample_keys())
+            .bind(percent as f32)
+            .fetch_all(tx.conn())
+            .await
+            .map_err(|e| EngineError::query(node.name(), e))?;
+        tx.commit().await?;
+        let keys: Vec<Key> = rows
+            .iter()
+            .map(|row| key_of(row, 0, self.sql.key_len()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| EngineError::query(node.name(), e))?;
+        let step = (keys.len() as f64 / wanted as f64).max(1.0);
+        let mut boundaries: Vec<Key> = Vec::with_capacity(wanted);
+        let mut at = step;
+        while (at as usize) < keys.len() {
+            let key = &keys[at as usize];
+            if boundaries.last() != Some(key) {
+                boundaries.push(key.clone());
+            }
+            at += step;
+        }
+        tracing::debug!(node = %node.name(), sampled = keys.len(), boundaries = boundaries.len(), "boundaries");
+        Ok(boundaries)
+    }
+
+    async fn bucket_fingerprints(
+        &self,
+        node: &NodeSession,
+        boundaries: &[Key],
+        chunks: usize,
+    ) -> Result<HashMap<i32, Fingerprint>> {
+        // Contiguous chunks of the bucket space, scanned in parallel.
+        let chunks = chunks.min(boundaries.len() + 1).max(1);
+        let per_chunk = (boundaries.len() + 1).div_ceil(chunks);
+        let ranges: Vec<KeyRange> = (0..chunks)
+            .map(|c| {
+                let first = c * per_chunk;
+                let last = ((c + 1) * per_chunk).min(boundaries.len() + 1);
+                KeyRange {
+                    lo: (first > 0).then(|| boundaries[first - 1].clone()),
+                    hi: (last <= boundaries.len() && c + 1 < chunks)
+                        .then(|| boundaries[last - 1].clone()),
+                }
+            })
+            .collect();
+        let parts = try_join_all(ranges.iter().map(|range| async move {
+            let (sql, array_binds) = self.sql.bucket_hashes(boundaries.len(), range);
+            let mut query = sqlx::query(&sql);
+            if array_binds > 0 {
+                for column in 0..self.sql.key_len() {
+                    let values: Vec<String> =
+                        boundaries.iter().map(|key| key[column].clone()).collect();
+                    query = query.bind(values);
+                }
+            }
+            for value in self.sql.range_binds(range) {
+                query = query.bind(value);
+            }
+            let mut tx = node.begin(self.scope).await?;
+            let rows = query
+                .fetch_all(tx.conn())
+                .await
+                .map_err(|e| EngineError::query(node.name(), e))?;
+            tx.commit().await?;
+            let mut out = HashMap::with_capacity(rows.len());
+            for row in rows {
+                let read = || -> Result<(i32, Fingerprint), sqlx::Error> {
+                    Ok((
+                        row.try_get(0)?,
+                        Fingerprint {
+                            count: row.try_get(1)?,
+                            h0: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
+                            h1: row.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
+                        },
+                    ))
+                };
+                let (bucket, fp) = read().map_err(|e| EngineError::query(node.name(), e))?;
+                out.insert(bucket, fp);
+            }
+            Ok::<_, EngineError>(out)
+        }))
+        .await?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// Splits a mismatched range into parts of about `unit` rows, by keys
+    /// at offsets on the node that has the most rows there; each part is
+    /// returned with its largest count across nodes.
+    async fn split(
+        &self,
+        nodes: &[NodeSession],
+        range: &KeyRange,
+        largest: i64,
+        unit: u64,
+    ) -> Result<Vec<(KeyRange, i64)>> {
+        let counts = try_join_all(nodes.iter().map(|node| self.range_count(node, range))).await?;
+        let (biggest, &count) = counts
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, c)| **c)
+            .unwrap_or((0, &largest));
+        let parts = (count as u64).div_ceil(unit).clamp(2, 64);
+        let (sql, offset_bind) = self.sql.key_at_offset(range);
+        let node = &nodes[biggest];
+        let mut tx = node.begin(self.scope).await?;
+        let mut cuts: Vec<Key> = Vec::new();
+        for i in 1..parts {
+            let offset = (count as u64 * i / parts) as i64;
+            let mut query = sqlx::query(&sql);
+            for value in self.sql.range_binds(range) {
+                query = query.bind(value);
+            }
+            debug_assert_eq!(offset_bind, self.sql.range_binds(range).len() + 1);
+            query = query.bind(offset);
+            if let Some(row) = query
+                .fetch_optional(tx.conn())
+                .await
+                .map_err(|e| EngineError::query(node.name(), e))?
+            {
+                let key = key_of(&row, 0, self.sql.key_len())
+                    .map_err(|e| EngineError::query(node.name(), e))?;
+                if cuts.last() != Some(&key) && range.lo.as_ref() != Some(&key) {
+                    cuts.push(key);
+                }
+            }
+        }
+        tx.commit().await?;
+        if cuts.is_empty() {
+            // Cannot split further (one key); compare it as it is.
+            return Ok(vec![(range.clone(), 0)]);
+        }
+        let mut bounds: Vec<Option<Key>> = vec![range.lo.clone()];
+        bounds.extend(cuts.into_iter().map(Some));
+        bounds.push(range.hi.clone());
+        let parts: Vec<KeyRange> = bounds
+            .windows(2)
+            .map(|w| KeyRange {
+                lo: w[0].clone(),
+                hi: w[1].clone(),
+            })
+            .collect();
+        // Re-fingerprint the parts; keep only those that differ.
+        let mut out = Vec::new();
+        for part in parts {
+            let fps =
+                try_join_all(nodes.iter().map(|node| self.range_fingerprint(node, &part))).await?;
+            if fps.iter().any(|fp| *fp != fps[0]) {
+                let largest = fps.iter().map(|fp| fp.count).max().unwrap_or(0);
+                out.push((part, largest));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn range_count(&self, node: &NodeSession, range: &KeyRange) -> Result<i64> {
+        Ok(self.range_fingerprint(node, range).await?.count)
+    }
+
+    async fn range_fingerprint(&self, node: &NodeSession, range: &KeyRange) -> Result<Fingerprint> {
+        let sql = self.sql.range_hash(range);
+        let mut query = sqlx::query(&sql);
+        for value in self.sql.range_binds(range) {
+            query = query.bind(value);
+        }
+        let mut tx = node.begin(self.scope).await?;
+        let row = query
+            .fetch_one(tx.conn())
+            .await
+            .map_err(|e| EngineError::query(node.name(), e))?;
+        tx.commit().await?;
+        let read = || -> Result<Fingerprint, sqlx::Error> {
+            Ok(Fingerprint {
+                count: row.try_get(0)?,
+                h0: row.try_get::<Option<i64>, _>(1)?.unwrap_or(0),
+                h1: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
+            })
+        };
+        read().map_err(|e| EngineError::query(node.name(), e))
+    }
+
+    async fn row_hashes(
+        &self,
+        node: &NodeSession,
+        range: &KeyRange,
+    ) -> Result<HashMap<Key, (i64, i64)>> {
+        self.progress.check()?;
+        let sql = self.sql.row_hashes(range);
+        let mut query = sqlx::query(&sql);
+        for value in self.sql.range_binds(range) {
+            query = query.bind(value);
+        }
+        let mut tx = node.begin(self.scope).await?;
+        let rows = query
+            .fetch_all(tx.conn())
+            .await
+            .map_err(|e| EngineError::query(node.name(), e))?;
+        tx.commit().await?;
+        let n = self.sql.key_len();
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let read = || -> Result<(Key, (i64, i64)), sqlx::Error> {
+                Ok((key_of(&row, 0, n)?, (row.try_get(n)?, row.try_get(n + 1)?)))
+            };
+            let (key, hashes) = read().map_err(|e| EngineError::query(node.name(), e))?;
+            out.insert(key, hashes);
+        }
+        Ok(out)
+    }
+
+    /// Every column as text for `keys`, in key order.
+    pub(crate) async fn rows(
+        &self,
+        node: &NodeSession,
+        keys: &BTreeSet<Key>,
+    ) -> Result<Vec<(Key, RowValues)>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = self.sql.rows_for_keys();
+        let key_len = self.sql.key_len();
+        let mut out = Vec::with_capacity(keys.len());
+        let keys: Vec<&Key> = keys.iter().collect();
+        let mut tx = node.begin(self.scope).await?;
+        for batch in keys.chunks(5000) {
+            let mut query = sqlx::query(&sql);
+            for column in 0..key_len {
+                let values: Vec<String> = batch.iter().map(|key| key[column].clone()).collect();
+                query = query.bind(values);
+            }
+            let rows = query
+                .fetch_all(tx.conn())
+                .await
+                .map_err(|e| EngineError::query(node.name(), e))?;
+            for row in rows {
+                let read = || -> Result<(Key, RowValues), sqlx::Error> {
+                    let key = key_of(&row, 0, key_len)?;
+                    let values = (key_len + 2..row.len())
+                        .map(|i| row.try_get::<Option<String>, _>(i))
+                        .collect::<Result<_, _>>()?;
+                    Ok((key, values))
+                };
+                out.push(read().map_err(|e| EngineError::query(node.name(), e))?);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+pub(crate) fn key_of(
+    row: &sqlx::postgres::PgRow,
+    first: usize,
+    len: usize,
+) -> Result<Key, sqlx::Error> {
+    (first..first + len)
+        .map(|i| row.try_get::<String, _>(i))
+        .collect()
+}
+
+/// Differing keys per node pair, up to `max_diff_rows` each.
+struct Collector {
+    pairs: Vec<PairState>,
+    max: u64,
+}
+
+struct PairState {
+    a: usize,
+    b: usize,
+    keys: BTreeSet<Key>,
+    limit_reached: bool,
+}
+
+impl Collector {
+    fn new(pairs: &[(usize, usize)], max: u64) -> Self {
+        Collector {
+            pairs: pairs
+                .iter()
+                .map(|&(a, b)| PairState {
+                    a,
+                    b,
+                    keys: BTreeSet::new(),
+                    limit_reached: false,
+                })
+                .collect(),
+            max,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.max > 0 && self.pairs.iter().all(|p| p.limit_reached)
+    }
+
+    fn compare(&mut self, hashes: &[HashMap<Key, (i64, i64)>]) {
+        for pair in &mut self.pairs {
+            let (a, b) = (&hashes[pair.a], &hashes[pair.b]);
+            let mut differing: Vec<&Key> = a
+                .iter()
+                .filter(|(key, hash)| b.get(*key) != Some(*hash))
+                .map(|(key, _)| key)
+                .chain(b.keys().filter(|key| !a.contains_key(*key)))
+                .collect();
+            differing.sort();
+            for key in differing {
+                if self.max > 0 && pair.keys.len() as u64 >= self.max {
+                    pair.limit_reached = true;
+                    break;
+                }
+                pair.keys.insert(key.clone());
+            }
+        }
+    }
+
+    fn keys_per_node(&self, nodes: usize) -> Vec<BTreeSet<Key>> {
+        let mut out = vec![BTreeSet::new(); nodes];
+        for pair in &self.pairs {
+            for key in &pair.keys {
+                out[pair.a].insert(key.clone());
+                out[pair.b].insert(key.clone());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,86 @@
+//! The engine's one error type.
+
+use std::path::PathBuf;
+
+use ace_session::SessionError;
+
+/// Everything that can stop an engine operation. Each variant names what is
+/// at fault (node, table, option, file, filter part).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A node connection, role switch or statement failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// An option is out of range or inconsistent.
+    #[error("invalid {field}: {reason}")]
+    Options {
+        /// The option (upstream field name).
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The table does not exist on a node.
+    #[error("node {node}: table {table} does not exist")]
+    TableMissing {
+        /// Node name.
+        node: String,
+        /// `schema.table`.
+        table: String,
+    },
+    /// The table has no primary key.
+    #[error("table {table} has no primary key on node {node}; table-diff needs one to match rows")]
+    NoPrimaryKey {
+        /// Node name.
+        node: String,
+        /// `schema.table`.
+        table: String,
+    },
+    /// Columns, types or primary key differ between nodes.
+    #[error("table {table} differs in structure between nodes: {}", differences.join("; "))]
+    SchemaMismatch {
+        /// `schema.table`.
+        table: String,
+        /// One line per difference.
+        differences: Vec<String>,
+    },
+    /// The table filter was refused.
+    #[error("table_filter refused at `{part}`: {reason}")]
+    Filter {
+        /// The part refused.
+        part: String,
+        /// Why.
+        reason: String,
+    },
+    /// A diff file could not be read or does not fit the request.
+    #[error("diff file {path}: {reason}")]
+    DiffFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A report could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The operation was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl EngineError {
+    /// A statement failure on `node`.
+    pub(crate) fn query(node: &str, source: sqlx::Error) -> Self {
+        EngineError::Session(SessionError::Query {
+            node: node.to_owned(),
+            source,
+        })
+    }
+}
+
+/// Result with [`EngineError`].
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

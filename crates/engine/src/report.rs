@@ -1,0 +1,460 @@
+//! Diff reports in upstream ACE's shape, written and read.
+//!
+//! ```text
+//! { "diffs":   { "n1/n2": { "rows": { "n1": [row, ...], "n2": [row, ...] } } },
+//!   "summary": { "schema", "table", "nodes", "primary_key", "diff_rows_count", ... } }
+//! ```
+//!
+//! A pair key is the two node names in sorted order joined by `/`; only
+//! pairs with differences appear. A node's array holds its rows that are
+//! missing on the other node and its version of rows that differ; rows are
+//! in primary key order. Row objects keep the table's column order.
+//!
+//! Values are exact: `smallint`/`integer`/`bigint` are JSON integers (the
+//! whole bigint range, no float rounding), finite floats are JSON numbers
+//! (`NaN` and infinities are strings), booleans are JSON booleans, and every
+//! other type is PostgreSQL's own text form as a JSON string (`numeric` as
+//! printed, `uuid` canonical, `bytea` as `\x...` hex, timestamps in ISO
+//! form in UTC, `json`/`jsonb` as their text, arrays as `{...}` literals).
+//! Reading accepts upstream's forms too (numbers for numeric, RFC 3339
+//! timestamps), since PostgreSQL parses them back to the same values.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{EngineError, Result};
+use crate::table::{Column, JsonKind};
+
+/// One row: every column's text, `None` for NULL, in table column order.
+pub type RowValues = Vec<Option<String>>;
+
+/// The differing rows of one node pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairRows {
+    /// Node name to that node's rows.
+    pub rows: BTreeMap<String, Vec<RowValues>>,
+}
+
+/// A column as recorded in the summary (our addition; upstream readers
+/// ignore it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnInfo {
+    /// Column name.
+    pub name: String,
+    /// Type as `format_type` prints it.
+    pub data_type: String,
+}
+
+/// The `summary` object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiffSummary {
+    /// Schema.
+    pub schema: String,
+    /// Table (without schema).
+    pub table: String,
+    /// The filter as the caller wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_filter: Option<String>,
+    /// The filter as ACE ran it (re-rendered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_filter: Option<String>,
+    /// Nodes compared.
+    pub nodes: Vec<String>,
+    /// Rows per hashed block.
+    #[serde(default)]
+    pub block_size: u64,
+    /// Largest block compared row by row.
+    #[serde(default)]
+    pub compare_unit_size: u64,
+    /// Concurrency factor.
+    #[serde(default)]
+    pub concurrency_factor: f64,
+    /// Cap on differing rows per node pair (0 = none).
+    #[serde(default)]
+    pub max_diff_rows: u64,
+    /// RFC 3339 start.
+    #[serde(default)]
+    pub start_time: String,
+    /// RFC 3339 end.
+    #[serde(default)]
+    pub end_time: String,
+    /// Duration, Go style (`1.5s`).
+    #[serde(default)]
+    pub time_taken: String,
+    /// Differing primary keys per pair.
+    #[serde(default)]
+    pub diff_rows_count: BTreeMap<String, u64>,
+    /// Whether `max_diff_rows` cut the report short.
+    #[serde(default)]
+    pub diff_row_limit_reached: bool,
+    /// The planner's row estimate (not a count).
+    #[serde(default)]
+    pub total_rows_checked: i64,
+    /// Blocks hashed in the first pass.
+    #[serde(default)]
+    pub initial_ranges_count: u64,
+    /// Blocks whose hashes differed.
+    #[serde(default)]
+    pub mismatched_ranges_count: u64,
+    /// Primary key columns, in order.
+    pub primary_key: Vec<String>,
+    /// Columns and types (ours; absent in upstream files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<ColumnInfo>,
+}
+
+/// A finished table-diff.
+#[derive(Debug, Clone)]
+pub struct DiffReport {
+    /// Differing rows per pair (`"n1/n2"`).
+    pub diffs: BTreeMap<String, PairRows>,
+    /// The summary.
+    pub summary: DiffSummary,
+    /// The table's columns (for typing values).
+    pub columns: Vec<Column>,
+}
+
+impl DiffReport {
+    /// Whether every pair matched.
+    pub fn matches(&self) -> bool {
+        self.diffs.is_empty()
+    }
+
+    /// Total differing keys over all pairs.
+    pub fn total_differences(&self) -> u64 {
+        self.summary.diff_rows_count.values().sum()
+    }
+
+    /// The report as upstream-shaped JSON.
+    pub fn to_json(&self) -> Value {
+        let mut diffs = Map::new();
+        for (pair, rows) in &self.diffs {
+            let mut by_node = Map::new();
+            for (node, list) in &rows.rows {
+                let list = list
+                    .iter()
+                    .map(|row| Value::Object(row_object(&self.columns, row)))
+                    .collect();
+                by_node.insert(node.clone(), Value::Array(list));
+            }
+            let mut entry = Map::new();
+            entry.insert("rows".into(), Value::Object(by_node));
+            diffs.insert(pair.clone(), Value::Object(entry));
+        }
+        let mut top = Map::new();
+        top.insert("diffs".into(), Value::Object(diffs));
+        top.insert(
+            "summary".into(),
+            serde_json::to_value(&self.summary).unwrap_or(Value::Null),
+        );
+        Value::Object(top)
+    }
+
+    /// Writes `<schema>_<table>_diffs-<YYYYMMDDHHMMSS>.json` into `dir`
+    /// (upstream's name; dots in names become `_`) and returns its path.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Write`] when the file cannot be written.
+    pub fn write_json(&self, dir: &Path, kind: &str) -> Result<PathBuf> {
+        let path = dir.join(format!("{}.json", self.file_stem(kind)));
+        let text = serde_json::to_string_pretty(&self.to_json()).unwrap_or_default();
+        std::fs::write(&path, text).map_err(|source| EngineError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+
+    /// Writes the HTML rendering beside the JSON and returns its path.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Write`] when the file cannot be written.
+    pub fn write_html(&self, dir: &Path, kind: &str) -> Result<PathBuf> {
+        let path = dir.join(format!("{}.html", self.file_stem(kind)));
+        std::fs::write(&path, crate::html::render(self)).map_err(|source| EngineError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+
+    fn file_stem(&self, kind: &str) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let stamp = format!(
+            "{:04}{:02}{:02}{:02}{:02}{:02}",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second()
+        );
+        format!(
+            "{}_{}_{kind}-{stamp}",
+            self.summary.schema.replace('.', "_"),
+            self.summary.table.replace('.', "_")
+        )
+    }
+
+    /// A short human summary.
+    pub fn human_summary(&self) -> String {
+        let mut out = String::new();
+        if self.matches() {
+            out.push_str(&format!(
+                "TABLES MATCH: {}.{} on {}\n",
+                self.summary.schema,
+                self.summary.table,
+                self.summary.nodes.join(", ")
+            ));
+        } else {
+            out.push_str(&format!(
+                "TABLES DO NOT MATCH: {}.{}\n",
+                self.summary.schema, self.summary.table
+            ));
+            for (pair, count) in &self.summary.diff_rows_count {
+                out.push_str(&format!("  {count} differing rows between {pair}\n"));
+            }
+            if self.summary.diff_row_limit_reached {
+                out.push_str(&format!(
+                    "  (stopped at max_diff_rows = {})\n",
+                    self.summary.max_diff_rows
+                ));
+            }
+        }
+        out.push_str(&format!("  time taken: {}\n", self.summary.time_taken));
+        out
+    }
+}
+
+/// A row as a JSON object in column order, values typed as described in
+/// the module docs.
+pub fn row_object(columns: &[Column], row: &RowValues) -> Map<String, Value> {
+    let mut object = Map::new();
+    for (column, value) in columns.iter().zip(row) {
+        object.insert(
+            column.name.clone(),
+            typed_value(column.json_kind(), value.as_deref()),
+        );
+    }
+    object
+}
+
+/// One value, typed for JSON.
+pub fn typed_value(kind: JsonKind, text: Option<&str>) -> Value {
+    let Some(text) = text else {
+        return Value::Null;
+    };
+    match kind {
+        JsonKind::Integer => text
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(text.to_owned())),
+        JsonKind::Float => text
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .and_then(|_| serde_json::from_str::<serde_json::Number>(text).ok())
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(text.to_owned())),
+        JsonKind::Bool => match text {
+            "t" | "true" => Value::Bool(true),
+            "f" | "false" => Value::Bool(false),
+            other => Value::String(other.to_owned()),
+        },
+        JsonKind::Json | JsonKind::Text => Value::String(text.to_owned()),
+    }
+}
+
+/// A JSON value from a diff file back to the text PostgreSQL parses.
+pub fn value_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// The pair key: both names sorted, joined by `/`.
+pub fn pair_key(a: &str, b: &str) -> String {
+    if a <= b {
+        format!("{a}/{b}")
+    } else {
+        format!("{b}/{a}")
+    }
+}
+
+/// RFC 3339 in UTC.
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A duration as Go prints it (`1.843207s`, `850.2ms`, `2m3.5s`).
+pub fn go_duration(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs < 1.0 {
+        format!("{}ms", trim_float(secs * 1000.0))
+    } else if secs < 60.0 {
+        format!("{}s", trim_float(secs))
+    } else {
+        let minutes = (secs / 60.0).floor();
+        format!("{}m{}s", minutes as u64, trim_float(secs - minutes * 60.0))
+    }
+}
+
+fn trim_float(value: f64) -> String {
+    let text = format!("{value:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    text.to_owned()
+}
+
+/// A diff file as read back: summary and rows as JSON objects.
+#[derive(Debug, Clone)]
+pub struct DiffFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The summary.
+    pub summary: DiffSummary,
+    /// Pair to node to rows.
+    pub pairs: BTreeMap<String, BTreeMap<String, Vec<Map<String, Value>>>>,
+}
+
+/// Upstream's per-row metadata, ignored when comparing and repairing.
+pub const METADATA_KEYS: [&str; 3] = ["_spock_metadata_", "commit_ts", "node_origin"];
+
+impl DiffFile {
+    /// Reads a diff file written by this tool or by upstream ACE.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::DiffFile`] naming the file and what is wrong.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bad = |reason: String| EngineError::DiffFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let summary = value
+            .get("summary")
+            .ok_or_else(|| bad("no \"summary\" object".into()))?;
+        let summary: DiffSummary =
+            serde_json::from_value(summary.clone()).map_err(|e| bad(format!("summary: {e}")))?;
+        if summary.primary_key.is_empty() {
+            return Err(bad("summary.primary_key is empty".into()));
+        }
+        let mut pairs = BTreeMap::new();
+        if let Some(diffs) = value.get("diffs") {
+            let diffs = diffs
+                .as_object()
+                .ok_or_else(|| bad("\"diffs\" is not an object".into()))?;
+            for (pair, entry) in diffs {
+                let names: Vec<&str> = pair.split('/').collect();
+                if names.len() != 2 || names.iter().any(|n| n.is_empty()) {
+                    return Err(bad(format!("pair key {pair:?} is not \"nodeA/nodeB\"")));
+                }
+                let rows = entry
+                    .get("rows")
+                    .and_then(Value::as_object)
+                    .ok_or_else(|| bad(format!("{pair}: no \"rows\" object")))?;
+                let mut by_node = BTreeMap::new();
+                for (node, list) in rows {
+                    if !names.contains(&node.as_str()) {
+                        return Err(bad(format!(
+                            "{pair}: rows for node {node} outside the pair"
+                        )));
+                    }
+                    let list = list
+                        .as_array()
+                        .ok_or_else(|| bad(format!("{pair}/{node}: rows are not an array")))?;
+                    let mut objects = Vec::with_capacity(list.len());
+                    for row in list {
+                        let mut object = row
+                            .as_object()
+                            .cloned()
+                            .ok_or_else(|| bad(format!("{pair}/{node}: a row is not an object")))?;
+                        for key in METADATA_KEYS {
+                            object.remove(key);
+                        }
+                        for key in &summary.primary_key {
+                            if object.get(key).is_none_or(Value::is_null) {
+                                return Err(bad(format!(
+                                    "{pair}/{node}: a row lacks primary key column {key}"
+                                )));
+                            }
+                        }
+                        objects.push(object);
+                    }
+                    by_node.insert(node.clone(), objects);
+                }
+                pairs.insert(pair.clone(), by_node);
+            }
+        }
+        Ok(DiffFile {
+            path: path.to_path_buf(),
+            summary,
+            pairs,
+        })
+    }
+
+    /// Every node named in the file's pairs.
+    pub fn nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self
+            .pairs
+            .keys()
+            .flat_map(|pair| pair.split('/').map(str::to_owned))
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_keep_their_exact_form() {
+        assert_eq!(
+            typed_value(JsonKind::Integer, Some("9007199254740993")).to_string(),
+            "9007199254740993"
+        );
+        assert_eq!(
+            typed_value(JsonKind::Float, Some("NaN")),
+            Value::String("NaN".into())
+        );
+        assert_eq!(typed_value(JsonKind::Float, Some("-0")).to_string(), "-0.0");
+        assert_eq!(typed_value(JsonKind::Bool, Some("t")), Value::Bool(true));
+        assert_eq!(
+            typed_value(JsonKind::Text, Some("1.50")),
+            Value::String("1.50".into())
+        );
+        assert_eq!(typed_value(JsonKind::Text, None), Value::Null);
+        assert_eq!(
+            value_text(&serde_json::json!(9007199254740993_i64)).unwrap(),
+            "9007199254740993"
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(123_500)), "2m3.5s");
+    }
+
+    #[test]
+    fn pair_keys_are_sorted() {
+        assert_eq!(pair_key("n2", "n1"), "n1/n2");
+    }
+}

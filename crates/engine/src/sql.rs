@@ -1,0 +1,264 @@
+//! SQL text the engine builds from catalog facts (never from user input).
+//!
+//! Identifiers come from the catalog and are quoted; types come from
+//! `format_type`; values are always bound. The only caller-written part is
+//! the table filter, which arrives here already re-rendered by
+//! [`crate::filter`].
+
+use ace_session::quote_ident;
+
+use crate::filter::Filter;
+use crate::table::{Column, TableInfo};
+
+/// A key value as text (one string per key column).
+pub type Key = Vec<String>;
+
+/// A half-open key range `[lo, hi)`; `None` is unbounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    /// Inclusive lower bound.
+    pub lo: Option<Key>,
+    /// Exclusive upper bound.
+    pub hi: Option<Key>,
+}
+
+/// Builds the statements for one table.
+#[derive(Debug, Clone)]
+pub struct TableSql {
+    table: String,
+    keys: Vec<Column>,
+    columns: Vec<Column>,
+    filter: Option<String>,
+}
+
+impl TableSql {
+    /// Statements for `table`, restricted by `filter` when given.
+    pub fn new(table: &TableInfo, filter: Option<&Filter>) -> Self {
+        TableSql {
+            table: table.qualified(),
+            keys: table.key_columns().into_iter().cloned().collect(),
+            columns: table.columns.clone(),
+            filter: filter.map(|f| f.sql().to_owned()),
+        }
+    }
+
+    /// Number of key columns.
+    pub fn key_len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn key_list(&self) -> String {
+        self.keys
+            .iter()
+            .map(|k| format!("t.{}", quote_ident(&k.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The key columns as comparable text, one output column each.
+    fn key_texts(&self) -> String {
+        self.keys
+            .iter()
+            .map(|k| format!("({})::text", k.comparable_sql("t")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The row's comparable text: NULL differs from '', separators inside
+    /// values are quoted by the record output function.
+    fn row_text(&self) -> String {
+        let parts: Vec<String> = self.columns.iter().map(|c| c.comparable_sql("t")).collect();
+        format!("ROW({})::text", parts.join(", "))
+    }
+
+    /// `WHERE` conditions for a range and the filter; binds start at
+    /// `first_bind` and are returned in order.
+    fn conditions(&self, range: &KeyRange, first_bind: usize) -> (String, Vec<String>) {
+        let mut conditions = Vec::new();
+        let mut binds = Vec::new();
+        let mut next = first_bind;
+        for (bound, op) in [(&range.lo, ">="), (&range.hi, "<")] {
+            if let Some(key) = bound {
+                let values: Vec<String> = self
+                    .keys
+                    .iter()
+                    .zip(key)
+                    .map(|(column, value)| {
+                        binds.push(value.clone());
+                        let text = format!("${next}::text::{}", column.type_sql);
+                        next += 1;
+                        text
+                    })
+                    .collect();
+                if self.keys.len() == 1 {
+                    conditions.push(format!("{} {op} {}", self.key_list(), values[0]));
+                } else {
+                    conditions.push(format!(
+                        "ROW({}) {op} ROW({})",
+                        self.key_list(),
+                        values.join(", ")
+                    ));
+                }
+            }
+        }
+        if let Some(filter) = &self.filter {
+            conditions.push(filter.clone());
+        }
+        let clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        (clause, binds)
+    }
+
+    fn order_by(&self) -> String {
+        format!(" ORDER BY {}", self.key_list())
+    }
+
+    /// Keys sampled with `TABLESAMPLE SYSTEM ($1 percent)`, in key order.
+    pub fn sample_keys(&self) -> String {
+        format!(
+            "SELECT {} FROM {} AS t TABLESAMPLE SYSTEM ($1){}",
+            self.key_texts(),
+            self.table,
+            self.order_by()
+        )
+    }
+
+    /// One pass over `range`: per bucket (by `width_bucket` over the
+    /// boundary keys bound as text arrays), the row count and two
+    /// independent 64-bit XOR aggregates of the rows' hashes. Returns the
+    /// statement and its binds: the boundary arrays (one per key column)
+    /// come first, then the range's binds.
+    pub fn bucket_hashes(&self, boundaries: usize, range: &KeyRange) -> (String, usize) {
+        let bucket = if boundaries == 0 {
+            "0".to_owned()
+        } else if self.keys.len() == 1 {
+            format!(
+                "width_bucket({}, $1::text[]::{}[])",
+                self.key_list(),
+                self.keys[0].type_sql
+            )
+        } else {
+            let unnest_args: Vec<String> = (1..=self.keys.len())
+                .map(|i| format!("${i}::text[]"))
+                .collect();
+            let aliases: Vec<String> = (1..=self.keys.len()).map(|i| format!("k{i}")).collect();
+            let casts: Vec<String> = self
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| format!("u.k{}::text::{}", i + 1, k.type_sql))
+                .collect();
+            format!(
+                "width_bucket(ROW({}), ARRAY(SELECT ROW({}) FROM unnest({}) WITH ORDINALITY \
+                 AS u({}, o) ORDER BY u.o))",
+                self.key_list(),
+                casts.join(", "),
+                unnest_args.join(", "),
+                aliases.join(", ")
+            )
+        };
+        let array_binds = if boundaries == 0 { 0 } else { self.keys.len() };
+        let (conditions, _) = self.conditions(range, array_binds + 1);
+        let sql = format!(
+            "SELECT b, count(*), bit_xor(hashtextextended(r, 0)), bit_xor(hashtextextended(r, 1)) \
+             FROM (SELECT {bucket} AS b, {row} AS r FROM {table} AS t{conditions} OFFSET 0) s \
+             GROUP BY b",
+            row = self.row_text(),
+            table = self.table,
+        );
+        (sql, array_binds)
+    }
+
+    /// The binds of a range, in the order [`TableSql::bucket_hashes`] and
+    /// the other range statements expect them.
+    pub fn range_binds(&self, range: &KeyRange) -> Vec<String> {
+        self.conditions(range, 1).1
+    }
+
+    /// Count and the two hash aggregates of one range.
+    pub fn range_hash(&self, range: &KeyRange) -> String {
+        let (conditions, _) = self.conditions(range, 1);
+        format!(
+            "SELECT count(*), bit_xor(hashtextextended(r, 0)), bit_xor(hashtextextended(r, 1)) \
+             FROM (SELECT {row} AS r FROM {table} AS t{conditions} OFFSET 0) s",
+            row = self.row_text(),
+            table = self.table,
+        )
+    }
+
+    /// Each row's key and two hashes in a range.
+    pub fn row_hashes(&self, range: &KeyRange) -> String {
+        let (conditions, _) = self.conditions(range, 1);
+        let outputs: Vec<String> = (1..=self.keys.len()).map(|i| format!("s.k{i}")).collect();
+        let key_aliases: Vec<String> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("({})::text AS k{}", k.comparable_sql("t"), i + 1))
+            .collect();
+        format!(
+            "SELECT {outputs}, hashtextextended(s.r, 0), hashtextextended(s.r, 1) \
+             FROM (SELECT {keys}, {row} AS r FROM {table} AS t{conditions} OFFSET 0) s",
+            outputs = outputs.join(", "),
+            keys = key_aliases.join(", "),
+            row = self.row_text(),
+            table = self.table,
+        )
+    }
+
+    /// The key at `OFFSET $n` of a range (used to split it); the range's
+    /// binds come first, then the offset.
+    pub fn key_at_offset(&self, range: &KeyRange) -> (String, usize) {
+        let (conditions, binds) = self.conditions(range, 1);
+        let offset_bind = binds.len() + 1;
+        (
+            format!(
+                "SELECT {} FROM {} AS t{conditions}{} OFFSET ${offset_bind}::int8 LIMIT 1",
+                self.key_texts(),
+                self.table,
+                self.order_by()
+            ),
+            offset_bind,
+        )
+    }
+
+    /// Full rows for the keys bound as text arrays (one array per key
+    /// column), in key order: first the comparable key texts, then the two
+    /// row hashes, then every column as text.
+    pub fn rows_for_keys(&self) -> String {
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("t.{}::text", quote_ident(&c.name)))
+            .collect();
+        let columns = format!(
+            "{}, hashtextextended({row}, 0), hashtextextended({row}, 1), {}",
+            self.key_texts(),
+            columns.join(", "),
+            row = self.row_text()
+        );
+        let casts: Vec<String> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("${}::text[]::{}[]", i + 1, k.type_sql))
+            .collect();
+        let aliases: Vec<String> = (1..=self.keys.len()).map(|i| format!("k{i}")).collect();
+        let filter = match &self.filter {
+            Some(filter) => format!(" AND {filter}"),
+            None => String::new(),
+        };
+        format!(
+            "SELECT {columns} FROM {table} AS t \
+             WHERE ({keys}) IN (SELECT {aliases} FROM unnest({casts}) AS u({aliases})){filter}{order}",
+            table = self.table,
+            keys = self.key_list(),
+            aliases = aliases.join(", "),
+            casts = casts.join(", "),
+            order = self.order_by(),
+        )
+    }
+}

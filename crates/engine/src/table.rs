@@ -1,0 +1,260 @@
+//! What a table looks like on each node, and whether the nodes agree.
+
+use ace_session::{RoleTx, quote_ident, quote_qualified};
+use sqlx::Row;
+
+use crate::error::{EngineError, Result};
+
+/// One column of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// The name, as stored (case kept).
+    pub name: String,
+    /// The type as PostgreSQL prints it (`format_type`), e.g. `numeric(10,2)`.
+    pub type_sql: String,
+    /// The base type's name (domains resolved), e.g. `int8`, `numeric`.
+    pub base_type: String,
+    /// The base type's category (`pg_type.typcategory`).
+    pub category: char,
+    /// A generated column (never written by repairs).
+    pub generated: bool,
+    /// An identity column (`a` always, `d` by default, or none).
+    pub identity: Option<char>,
+    /// `NOT NULL`.
+    pub not_null: bool,
+}
+
+impl Column {
+    /// The expression that stands for this column in a row's comparable
+    /// text. Values PostgreSQL holds equal must print equally:
+    /// `numeric` drops trailing zeros (`1.50` = `1.5`), floats add zero so
+    /// `-0` prints as `0`. Everything else prints as it is.
+    pub fn comparable_sql(&self, alias: &str) -> String {
+        let column = format!("{alias}.{}", quote_ident(&self.name));
+        match self.base_type.as_str() {
+            "numeric" => format!("trim_scale({column}::numeric)"),
+            "float4" => format!("({column}::float4 + 0::float4)"),
+            "float8" => format!("({column}::float8 + 0::float8)"),
+            _ => column,
+        }
+    }
+
+    /// How values of this column are typed in a JSON report.
+    pub fn json_kind(&self) -> JsonKind {
+        match (self.base_type.as_str(), self.category) {
+            ("int2" | "int4" | "int8" | "oid", _) => JsonKind::Integer,
+            ("float4" | "float8", _) => JsonKind::Float,
+            ("bool", _) => JsonKind::Bool,
+            ("json" | "jsonb", _) => JsonKind::Json,
+            _ => JsonKind::Text,
+        }
+    }
+}
+
+/// JSON typing of a column's values in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    /// A JSON integer (exact for the whole bigint range).
+    Integer,
+    /// A JSON number when finite, else the string `NaN`, `Infinity`, ...
+    Float,
+    /// A JSON boolean.
+    Bool,
+    /// The JSON document itself.
+    Json,
+    /// PostgreSQL's text form as a JSON string (numeric, dates, uuid, bytea
+    /// hex, arrays, ...).
+    Text,
+}
+
+/// A table as one node has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableInfo {
+    /// Schema name.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// Columns in `attnum` order.
+    pub columns: Vec<Column>,
+    /// Primary key column names, in key order.
+    pub primary_key: Vec<String>,
+    /// The planner's row estimate (`reltuples`, -1 if never analysed).
+    pub estimated_rows: f64,
+    /// Pages on disk (`pg_relation_size / 8192`).
+    pub pages: i64,
+}
+
+impl TableInfo {
+    /// Reads the table's definition on the transaction's node.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::TableMissing`] when there is no such table (or view).
+    pub async fn load(tx: &mut RoleTx, schema: &str, table: &str) -> Result<Self> {
+        let node = tx.node().to_owned();
+        let query = |e| EngineError::query(&node, e);
+        let row = sqlx::query(
+            "SELECT c.oid::int8 AS oid, c.reltuples::float8 AS reltuples,
+                    (pg_relation_size(c.oid) / 8192)::int8 AS pages
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+        )
+        .bind(schema)
+        .bind(table)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(query)?;
+        let Some(row) = row else {
+            return Err(EngineError::TableMissing {
+                node,
+                table: quote_qualified(schema, table),
+            });
+        };
+        let oid: i64 = row.try_get("oid").map_err(query)?;
+        let estimated_rows: f64 = row.try_get("reltuples").map_err(query)?;
+        let pages: i64 = row.try_get("pages").map_err(query)?;
+
+        let rows = sqlx::query(
+            "SELECT a.attname::text AS name,
+                    format_type(a.atttypid, a.atttypmod) AS type_sql,
+                    b.typname::text AS base_type,
+                    b.typcategory::text AS category,
+                    a.attgenerated <> '' AS generated,
+                    NULLIF(a.attidentity, '')::text AS identity,
+                    a.attnotnull AS not_null
+             FROM pg_attribute a
+             JOIN pg_type t ON t.oid = a.atttypid
+             JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+             WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+        )
+        .bind(oid)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(query)?;
+        let mut columns = Vec::with_capacity(rows.len());
+        for row in rows {
+            let category: String = row.try_get("category").map_err(query)?;
+            let identity: Option<String> = row.try_get("identity").map_err(query)?;
+            columns.push(Column {
+                name: row.try_get("name").map_err(query)?,
+                type_sql: row.try_get("type_sql").map_err(query)?,
+                base_type: row.try_get("base_type").map_err(query)?,
+                category: category.chars().next().unwrap_or('X'),
+                generated: row.try_get("generated").map_err(query)?,
+                identity: identity.and_then(|s| s.chars().next()),
+                not_null: row.try_get("not_null").map_err(query)?,
+            });
+        }
+
+        let primary_key: Vec<String> = sqlx::query_scalar(
+            "SELECT a.attname::text
+             FROM pg_index i
+             CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             WHERE i.indrelid = $1::int8::oid AND i.indisprimary
+             ORDER BY k.ord",
+        )
+        .bind(oid)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(query)?;
+
+        Ok(TableInfo {
+            schema: schema.to_owned(),
+            name: table.to_owned(),
+            columns,
+            primary_key,
+            estimated_rows,
+            pages,
+        })
+    }
+
+    /// `"schema"."table"`.
+    pub fn qualified(&self) -> String {
+        quote_qualified(&self.schema, &self.name)
+    }
+
+    /// `schema.table` for messages and reports.
+    pub fn display_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    /// The column called `name`.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|column| column.name == name)
+    }
+
+    /// The primary key columns.
+    pub fn key_columns(&self) -> Vec<&Column> {
+        self.primary_key
+            .iter()
+            .filter_map(|name| self.column(name))
+            .collect()
+    }
+
+    /// Column names, in order.
+    pub fn column_names(&self) -> Vec<String> {
+        self.columns.iter().map(|c| c.name.clone()).collect()
+    }
+}
+
+/// Checks that every node has the same columns (names and types, in the
+/// same order), the same primary key, and a primary key at all.
+///
+/// # Errors
+///
+/// [`EngineError::NoPrimaryKey`] or [`EngineError::SchemaMismatch`] listing
+/// every difference.
+pub fn check_agreement(tables: &[(String, TableInfo)]) -> Result<()> {
+    let Some((first_node, first)) = tables.first() else {
+        return Ok(());
+    };
+    for (node, table) in tables {
+        if table.primary_key.is_empty() {
+            return Err(EngineError::NoPrimaryKey {
+                node: node.clone(),
+                table: table.display_name(),
+            });
+        }
+    }
+    let mut differences = Vec::new();
+    for (node, table) in &tables[1..] {
+        for column in &first.columns {
+            match table.column(&column.name) {
+                None => differences.push(format!(
+                    "column {} is on {first_node} but not on {node}",
+                    column.name
+                )),
+                Some(other) if other.type_sql != column.type_sql => differences.push(format!(
+                    "column {} is {} on {first_node} but {} on {node}",
+                    column.name, column.type_sql, other.type_sql
+                )),
+                Some(_) => {}
+            }
+        }
+        for column in &table.columns {
+            if first.column(&column.name).is_none() {
+                differences.push(format!(
+                    "column {} is on {node} but not on {first_node}",
+                    column.name
+                ));
+            }
+        }
+        if table.primary_key != first.primary_key {
+            differences.push(format!(
+                "primary key is ({}) on {first_node} but ({}) on {node}",
+                first.primary_key.join(", "),
+                table.primary_key.join(", ")
+            ));
+        }
+    }
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::SchemaMismatch {
+            table: first.display_name(),
+            differences,
+        })
+    }
+}

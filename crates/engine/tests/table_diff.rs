@@ -1,0 +1,464 @@
+//! table-diff and table-rerun on real nodes: the type matrix, row
+//! placement, identifiers, block boundaries, filters and failures.
+
+mod common;
+
+use ace_engine::{DiffFile, EngineError, Progress, TableDiffOptions, table_diff, table_rerun};
+use ace_testkit::TestCluster;
+use common::{diff, keys, on, on_all, sessions};
+
+const MATRIX_COLUMNS: &[(&str, &str, &str, &str)] = &[
+    // (column, type, value on every node, value changed on n2)
+    ("c_int2", "int2", "12", "13"),
+    ("c_int4", "int4", "123456", "123457"),
+    ("c_int8", "int8", "9007199254740993", "9007199254740992"),
+    ("c_numeric", "numeric(20,6)", "12345.678900", "12345.678901"),
+    ("c_float4", "float4", "'NaN'", "1.5"),
+    ("c_float8", "float8", "'-0'", "'0.1'"),
+    (
+        "c_text",
+        "text",
+        "$$a,b|c \"q\" 'x'\nnext é$$",
+        "$$a,b|c \"q\" 'x'\nnext e$$",
+    ),
+    ("c_varchar", "varchar(20)", "'x|y'", "'x,y'"),
+    ("c_char", "char(5)", "'ab'", "'abc'"),
+    ("c_bool", "bool", "true", "false"),
+    ("c_date", "date", "'2024-02-29'", "'2024-03-01'"),
+    ("c_time", "time", "'12:34:56.789'", "'12:34:56.788'"),
+    ("c_timetz", "timetz", "'12:00:00+02'", "'12:00:00+03'"),
+    (
+        "c_timestamp",
+        "timestamp",
+        "'2024-01-01 00:00:00.000001'",
+        "'2024-01-01 00:00:00.000002'",
+    ),
+    (
+        "c_timestamptz",
+        "timestamptz",
+        "'2024-01-01 10:00:00+00'",
+        "'2024-01-01 10:00:00+01'",
+    ),
+    ("c_interval", "interval", "'1 day 02:00:00'", "'26 hours'"),
+    (
+        "c_uuid",
+        "uuid",
+        "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'",
+        "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12'",
+    ),
+    ("c_bytea", "bytea", "'\\xdeadbeef'", "'\\xdeadbeee'"),
+    ("c_json", "json", "'{\"a\": 1}'", "'{\"a\": 2}'"),
+    (
+        "c_jsonb",
+        "jsonb",
+        "'{\"a\": 1, \"b\": [1, 2]}'",
+        "'{\"a\": 1, \"b\": [2, 1]}'",
+    ),
+    ("c_array", "int[]", "'{1,2,3}'", "'{1,2,4}'"),
+    ("c_enum", "mood", "'happy'", "'sad'"),
+    ("c_domain", "positive", "5", "6"),
+    ("c_inet", "inet", "'10.0.0.1'", "'10.0.0.2'"),
+    ("c_cidr", "cidr", "'10.0.0.0/24'", "'10.0.1.0/24'"),
+    ("c_money", "money", "'12.34'", "'12.35'"),
+    ("c_range", "int4range", "'[1,10)'", "'[1,11)'"),
+    ("c_point", "point", "'(1,2)'", "'(1,3)'"),
+    ("c_bit", "bit(8)", "B'10101010'", "B'10101011'"),
+];
+
+#[tokio::test]
+async fn type_matrix_is_found_exactly() {
+    let cluster = TestCluster::start(2).await.unwrap();
+    let columns: Vec<String> = MATRIX_COLUMNS
+        .iter()
+        .map(|(name, ty, _, _)| format!("{name} {ty}"))
+        .collect();
+    let values: Vec<&str> = MATRIX_COLUMNS.iter().map(|(_, _, v, _)| *v).collect();
+    on_all(
+        &cluster,
+        &format!(
+            "CREATE TYPE mood AS ENUM ('happy', 'sad');
+             CREATE DOMAIN positive AS int CHECK (VALUE > 0);
+             CREATE TABLE public.matrix (id int8 PRIMARY KEY, {});
+             INSERT INTO public.matrix SELECT g, {} FROM generate_series(1, 100) g;",
+            columns.join(", "),
+            values.join(", ")
+        ),
+    )
+    .await;
+    // Each column changed on n2 in its own row (id = 10 + index).
+    let mut changes = String::new();
+    for (index, (name, _, _, changed)) in MATRIX_COLUMNS.iter().enumerate() {
+        changes.push_str(&format!(
+            "UPDATE public.matrix SET {name} = {changed} WHERE id = {};\n",
+            10 + index
+        ));
+    }
+    on(&cluster, 1, &changes).await;
+    let sessions = sessions(&cluster).await;
+    let report = diff(&sessions, "public", "matrix").await;
+    let expected: Vec<String> = (0..MATRIX_COLUMNS.len())
+        .map(|i| (10 + i).to_string())
+        .collect();
+    assert_eq!(keys(&report, "n1/n2", "n1"), expected);
+    assert_eq!(keys(&report, "n1/n2", "n2"), expected);
+    assert_eq!(
+        report.summary.diff_rows_count["n1/n2"],
+        MATRIX_COLUMNS.len() as u64
+    );
+
+    // Values are exact in the JSON report.
+    let json = report.to_json();
+    let row = &json["diffs"]["n1/n2"]["rows"]["n1"][2];
+    assert_eq!(row["id"], 12);
+    assert_eq!(row["c_int8"].to_string(), "9007199254740993");
+    assert_eq!(row["c_uuid"], "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    assert_eq!(row["c_bytea"], "\\xdeadbeef");
+    assert_eq!(row["c_numeric"], "12345.678900");
+    assert_eq!(row["c_timestamptz"], "2024-01-01 10:00:00+00");
+    assert_eq!(row["c_float4"], "NaN");
+    assert_eq!(row["c_bool"], true);
+}
+
+#[tokio::test]
+async fn equal_values_compare_equal() {
+    let cluster = TestCluster::start(2).await.unwrap();
+    on_all(
+        &cluster,
+        "CREATE TABLE public.semantics (id int PRIMARY KEY, n numeric, f float8, j jsonb, t text);",
+    )
+    .await;
+    on(
+        &cluster,
+        0,
+        "INSERT INTO public.semantics VALUES
+           (1, 1.5, 0, '{\"a\":1,\"b\":2}', NULL), (2, 100, 'NaN', '[]', ''),
+           (3, 7, -0.0, 'null', NULL), (4, 1, 1, '{}', '')",
+    )
+    .await;
+    on(
+        &cluster,
+        1,
+        "INSERT INTO public.semantics VALUES
+           (1, 1.50, -0.0, '{\"b\":2, \"a\":1}', NULL), (2, 100.000, 'NaN', '[]', ''),
+           (3, 7.0, 0, 'null', NULL), (4, 1, 1, '{}', NULL)",
+    )
+    .await;
+    let sessions = sessions(&cluster).await;
+    let report = diff(&sessions, "public", "semantics").await;
+    // Only row 4 differs: '' is not NULL. NULL = NULL, 1.5 = 1.50,
+    // -0 = 0, NaN = NaN, jsonb key order does not matter.
+    assert_eq!(keys(&report, "n1/n2", "n1"), vec!["4"]);
+    let json = report.to_json();
+    assert_eq!(json["diffs"]["n1/n2"]["rows"]["n1"][0]["t"], "");
+    assert!(json["diffs"]["n1/n2"]["rows"]["n2"][0]["t"].is_null());
+}
+
+#[tokio::test]
+async fn rows_on_one_node_only_anywhere_in_the_key_range() {
+    let cluster = TestCluster::start(3).await.unwrap();
+    on_all(
+        &cluster,
+        "CREATE TABLE public.t (id int PRIMARY KEY, v text);
+         INSERT INTO public.t SELECT g * 10, 'v' || g FROM generate_series(1, 300) g;
+         ANALYZE public.t;",
+    )
+    .await;
+    // n2: extra rows before, inside and after the others' range; n3: one
+    // row missing and one changed.
+    on(
+        &cluster,
+        1,
+        "INSERT INTO public.t VALUES (-5, 'before'), (1505, 'inside'), (99999, 'after')",
+    )
+    .await;
+    on(
+        &cluster,
+        2,
+        "DELETE FROM public.t WHERE id = 2000; UPDATE public.t SET v = 'x' WHERE id = 10",
+    )
+    .await;
+    let sessions = sessions(&cluster).await;
+    for block_size in [1, 7, 100, 1000] {
+        let mut options = TableDiffOptions::new("public", "t");
+        options.block_size = block_size;
+        options.compare_unit_size = 50;
+        let report = table_diff(&sessions, &options, &Progress::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            keys(&report, "n1/n2", "n2"),
+            vec!["-5", "1505", "99999"],
+            "block {block_size}"
+        );
+        assert!(keys(&report, "n1/n2", "n1").is_empty());
+        assert_eq!(
+            keys(&report, "n1/n3", "n1"),
+            vec!["10", "2000"],
+            "block {block_size}"
+        );
+        assert_eq!(keys(&report, "n1/n3", "n3"), vec!["10"]);
+        assert_eq!(report.summary.diff_rows_count["n2/n3"], 5);
+    }
+}
+
+#[tokio::test]
+async fn composite_keys_and_quoted_identifiers() {
+    let cluster = TestCluster::start(2).await.unwrap();
+    on_all(
+        &cluster,
+        r#"CREATE SCHEMA "My Schema";
+           CREATE TABLE "My Schema"."Order Items" ("Order Id" int, "line" text, "Qty" int,
+             PRIMARY KEY ("Order Id", "line"));
+           INSERT INTO "My Schema"."Order Items"
+             SELECT o, 'l' || l, o * l FROM generate_series(1, 50) o, generate_series(1, 4) l;"#,
+    )
+    .await;
+    on(
+        &cluster,
+        1,
+        r#"UPDATE "My Schema"."Order Items" SET "Qty" = 0 WHERE "Order Id" = 7 AND line = 'l2';
+           DELETE FROM "My Schema"."Order Items" WHERE "Order Id" = 50 AND line = 'l4';
+           INSERT INTO "My Schema"."Order Items" VALUES (0, 'l1', 1);"#,
+    )
+    .await;
+    let sessions = sessions(&cluster).await;
+    let report = diff(&sessions, "My Schema", "Order Items").await;
+    let json = report.to_json();
+    let n1: Vec<(i64, String)> = json["diffs"]["n1/n2"]["rows"]["n1"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["Order Id"].as_i64().unwrap(),
+                r["line"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(n1, vec![(7, "l2".to_owned()), (50, "l4".to_owned())]);
+    assert_eq!(report.summary.diff_rows_count["n1/n2"], 3);
+    assert_eq!(report.summary.primary_key, vec!["Order Id", "line"]);
+}
+
+#[tokio::test]
+async fn wide_empty_and_matching_tables() {
+    let cluster = TestCluster::start(2).await.unwrap();
+    let columns: Vec<String> = (1..=120).map(|i| format!("c{i} int DEFAULT {i}")).collect();
+    on_all(
+        &cluster,
+        &format!(
+            "CREATE TABLE public.wide (id int PRIMARY KEY, {});
+             INSERT INTO public.wide (id) SELECT generate_series(1, 200);
+             CREATE TABLE public.empty (id int PRIMARY KEY);",
+            columns.join(", ")
+        ),
+    )
+    .await;
+    on(
+        &cluster,
+        1,
+        "UPDATE public.wide SET c120 = 0 WHERE id = 150",
+    )
+    .await;
+    let sessions = sessions(&cluster).await;
+    let report = diff(&sessions, "public", "wide").await;
+    assert_eq!(keys(&report, "n1/n2", "n2"), vec!["150"]);
+    let empty = diff(&sessions, "public", "empty").await;
+    assert!(empty.matches());
+    on(
+        &cluster,
+        1,
+        "UPDATE public.wide SET c120 = 120 WHERE id = 150",
+    )
+    .await;
+    assert!(diff(&sessions, "public", "wide").await.matches());
+}
+
+#[tokio::test]
+async fn preflight_refuses_what_cannot_be_compared() {
+    let cluster = TestCluster::start(2).await.unwrap();
+    on_all(&cluster, "CREATE TABLE public.nokey (a int, b text);").await;
+    on(
+        &cluster,
+        0,
+        "CREATE TABLE public.shape (id int PRIMARY KEY, v text, extra int)",
+    )
+    .await;
+    on(
+        &cluster,
+        1,
+        "CREATE TABLE public.shape (id int PRIMARY KEY, v varchar(5))",
+    )
+    .await;
+    let sessions = sessions(&cluster).await;
+    let run = |table: &'static str| {
+        let sessions = &sessions;
+        async move {
+            table_diff(
+                sessions,
+                &TableDiffOptions::new("public", table),
+                &Progress::new(),
+            )
+            .await
+            .unwrap_err()
+        }
+    };
+    let error = run("nokey").await;
+    assert!(matches!(error, EngineError::NoPrimaryKey { .. }), "{error}");
+    let error = run("shape").await;
+    let text = error.to_string();
+    assert!(
+        text.contains("column v is text on n1 but character varying(5) on n2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("column extra is on n1 but not on n2"),
+        "{text}"
+    );
+    let error = run("missing").await;
+    assert!(text.contains("shape"));
+    assert!(error.to_string().contains("does not exist"), "{error}");
+}
+
+#[tokio::test]
+async fn filters_narrow_or_are_refused() {
+    let cluster = TestCluster::start(2).await.unwrap();
+    on_all(
+        &cluster,
+        "CREATE TABLE public.f (id int PRIMARY KEY, region text, amount numeric);
+         INSERT INTO public.f SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g
+         FROM generate_series(1, 100) g;",
+    )
+    .await;
+    on(
+        &cluster,
+        1,
+        "UPDATE public.f SET amount = 0 WHERE id IN (10, 11, 12)",
+    )
+    .await;
+    let sessions = sessions(&cluster).await;
+    let mut options = TableDiffOptions::new("public", "f");
+    options.table_filter = Some("region = 'eu' AND amount BETWEEN 1 AND 1000".into());
+    options.block_size = 10;
+    // The filter applies on every node; row 10 and 12 are 'eu' (and match
+    // the amount range on n1 only, so they show from n1's side).
+    let report = table_diff(&sessions, &options, &Progress::new())
+        .await
+        .unwrap();
+    assert_eq!(keys(&report, "n1/n2", "n1"), vec!["10", "12"]);
+    for bad in [
+        "id IN (SELECT id FROM public.f)",
+        "pg_sleep(1) IS NULL",
+        "set_config('role', 'postgres', true) = 'x'",
+        "id = 1; DELETE FROM public.f",
+        "id = 1 -- x",
+    ] {
+        options.table_filter = Some(bad.into());
+        let error = table_diff(&sessions, &options, &Progress::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, EngineError::Filter { .. }),
+            "{bad}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn runs_as_the_callers_role() {
+    let cluster = TestCluster::start(2).await.unwrap();
+    on_all(
+        &cluster,
+        "CREATE TABLE public.r (id int PRIMARY KEY, v int);
+         ALTER TABLE public.r OWNER TO ace_user;
+         INSERT INTO public.r SELECT g, g FROM generate_series(1, 10) g;
+         CREATE TABLE public.secret (id int PRIMARY KEY);
+         ALTER TABLE public.secret OWNER TO ace_user;
+         REVOKE ALL ON public.secret FROM api_user;
+         GRANT SELECT ON public.r TO api_user;",
+    )
+    .await;
+    let sessions = sessions(&cluster).await;
+    let mut options = TableDiffOptions::new("public", "r");
+    options.role = Some("api_user".into());
+    assert!(
+        table_diff(&sessions, &options, &Progress::new())
+            .await
+            .unwrap()
+            .matches()
+    );
+    options.table = "secret".into();
+    let error = table_diff(&sessions, &options, &Progress::new())
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("api_user") && text.contains("SELECT"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_node_fails_the_diff_naming_it() {
+    let mut cluster = TestCluster::start(2).await.unwrap();
+    on_all(&cluster, "CREATE TABLE public.s (id int PRIMARY KEY)").await;
+    let sessions = sessions(&cluster).await;
+    cluster.node_mut(1).stop();
+    let started = std::time::Instant::now();
+    let error = table_diff(
+        &sessions,
+        &TableDiffOptions::new("public", "s"),
+        &Progress::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert!(error.to_string().contains("n2"), "{error}");
+}
+
+#[tokio::test]
+async fn rerun_confirms_a_fix() {
+    let cluster = TestCluster::start(2).await.unwrap();
+    on_all(
+        &cluster,
+        "CREATE TABLE public.rr (id bigint PRIMARY KEY, v text);
+         INSERT INTO public.rr SELECT g, 'v' FROM generate_series(1, 50) g;",
+    )
+    .await;
+    on(
+        &cluster,
+        1,
+        "UPDATE public.rr SET v = 'changed' WHERE id IN (3, 4); DELETE FROM public.rr WHERE id = 5",
+    )
+    .await;
+    let sessions = sessions(&cluster).await;
+    let report = diff(&sessions, "public", "rr").await;
+    assert_eq!(report.summary.diff_rows_count["n1/n2"], 3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = report.write_json(dir.path(), "diffs").unwrap();
+    assert!(
+        path.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("public_rr_diffs-")
+    );
+    let file = DiffFile::read(&path).unwrap();
+
+    // Fix two of the three on n2: the rerun reports the last one only.
+    on(
+        &cluster,
+        1,
+        "UPDATE public.rr SET v = 'v' WHERE id IN (3, 4)",
+    )
+    .await;
+    let rerun = table_rerun(&sessions, &file, None, &Progress::new())
+        .await
+        .unwrap();
+    assert_eq!(keys(&rerun, "n1/n2", "n1"), vec!["5"]);
+    on(&cluster, 1, "INSERT INTO public.rr VALUES (5, 'v')").await;
+    let rerun = table_rerun(&sessions, &file, None, &Progress::new())
+        .await
+        .unwrap();
+    assert!(rerun.matches());
+}
