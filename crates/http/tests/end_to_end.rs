@@ -345,3 +345,58 @@ async fn hundred_concurrent_submissions_all_finish() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// Shutdown with work queued: `serve` returns, and no task is left PENDING
+/// or RUNNING; those the grace period did not cover are FAILED as
+/// interrupted.
+#[tokio::test]
+async fn shutdown_records_unfinished_tasks_as_interrupted() {
+    let cluster = TestCluster::start(2).await.unwrap();
+    let pki = ApiPki::new();
+    let path = cluster.dir().join("pg_service.conf");
+    cluster
+        .write_service_file(&path, "test", ServiceAuth::Certificate)
+        .unwrap();
+    let mut config = pki.config();
+    config.default_cluster = "test".into();
+    config.server.max_concurrent_tasks = 1;
+    let limits = ace_http::Limits {
+        shutdown_grace: std::time::Duration::ZERO,
+        ..ace_http::Limits::default()
+    };
+    let server = Running::start_with(config, ServiceFile::load(&path).unwrap(), limits).await;
+    on_all(
+        &cluster,
+        "CREATE TABLE public.queued (id int PRIMARY KEY, v text);
+         INSERT INTO public.queued SELECT g, 'v' || g FROM generate_series(1, 2000) g;",
+    )
+    .await;
+    let api_user = pki.ca.client_cert("api_user").unwrap();
+    let mut api = client(server.addr, &pki.ca, &api_user).await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let answer = api
+            .post_json("/api/v1/table-diff", &json!({"table": "public.queued"}))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+        ids.push(answer.body["task_id"].as_str().unwrap().parse().unwrap());
+    }
+    let store = server.store.clone();
+    server.shutdown().await.unwrap();
+
+    let viewer = ace_tasks::Viewer::owner("api_user");
+    let mut interrupted = 0;
+    for id in ids {
+        let task = store.get(id, &viewer).await.unwrap();
+        assert!(task.status.is_finished(), "{id} left {}", task.status);
+        if task.status == ace_tasks::TaskStatus::Failed {
+            assert_eq!(
+                task.task_context.error.as_deref(),
+                Some(ace_tasks::INTERRUPTED_ERROR)
+            );
+            interrupted += 1;
+        }
+    }
+    eprintln!("{interrupted} of 8 tasks recorded as interrupted");
+}
