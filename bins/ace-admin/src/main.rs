@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod config_cmd;
+mod engine_cmd;
 mod pki_cmd;
 mod tasks_cmd;
 
@@ -37,6 +38,10 @@ enum Command {
     Pki(pki_cmd::PkiArgs),
     /// List, show and prune task records.
     Tasks(tasks_cmd::TasksArgs),
+    /// Compare a table across nodes and write a diff file.
+    TableDiff(engine_cmd::TableDiffArgs),
+    /// Re-check the rows of a diff file.
+    TableRerun(engine_cmd::TableRerunArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +55,8 @@ fn main() -> ExitCode {
         Command::Cluster(args) => config_cmd::run_cluster(args),
         Command::Pki(args) => pki_cmd::run(args),
         Command::Tasks(args) => tasks_cmd::run(args),
+        Command::TableDiff(args) => engine_cmd::run_table_diff(args),
+        Command::TableRerun(args) => engine_cmd::run_table_rerun(args),
     };
     match result {
         Ok(code) => code,

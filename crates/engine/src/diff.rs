@@ -10,13 +10,15 @@
 //!    exist on one node only, are still covered.
 //! 3. **Hashing**, inside PostgreSQL, one scan per node (per chunk of the
 //!    key space when `concurrency_factor` allows more), all nodes at once:
-//!    per bucket, the row count and two independent 64-bit XOR aggregates of
-//!    `hashtextextended(ROW(...)::text, seed)`, over the comparable text of
-//!    each row (see [`crate::table::Column::comparable_sql`]).
+//!    per bucket, the row count and the 64-bit XOR aggregate of
+//!    `hashtextextended(ROW(...)::text, 0)` over the comparable text of each
+//!    row (see [`crate::table::Column::comparable_sql`]). A difference hides
+//!    here only if two 64-bit XORs collide (about 1 in 2^64 per bucket).
 //! 4. **Narrowing**: buckets whose counts or hashes differ between any two
 //!    nodes are split by keys taken at offsets until they hold at most
-//!    `compare_unit_size` rows, then each node's keys and row hashes in the
-//!    bucket are compared in Rust. Memory stays bounded by
+//!    `compare_unit_size` rows, then each node's keys and row hashes (two
+//!    independent 64-bit hashes, 128 bits per row) in the bucket are
+//!    compared in Rust, many buckets per statement. Memory stays bounded by
 //!    `compare_unit_size` and `max_diff_rows`, never by the table size.
 //! 5. **Rows**: the differing rows are fetched (every column as PostgreSQL's
 //!    text) and reported per node pair, in key order.
@@ -29,7 +31,6 @@ use std::time::Instant;
 use ace_session::{ClusterSession, NodeSession, Scope};
 use futures::future::try_join_all;
 use sqlx::Row;
-use tokio::sync::Semaphore;
 
 use crate::error::{EngineError, Result};
 use crate::filter::Filter;
@@ -200,16 +201,17 @@ pub async fn table_diff(
 
     // Boundaries, from the node with the largest estimate.
     let estimates = estimates(sessions, &scope, &table).await?;
-    let (sample_node, estimate) = estimates
+    let (sample_node, estimate, pages) = estimates
         .iter()
         .copied()
         .max_by(|a, b| a.1.total_cmp(&b.1))
-        .unwrap_or((0, 0.0));
+        .unwrap_or((0, 0.0, 0));
     let boundaries = ctx
-        .boundaries(&nodes[sample_node], estimate, options.block_size)
+        .boundaries(&nodes[sample_node], estimate, pages, options.block_size)
         .await?;
     progress.check()?;
 
+    tracing::debug!(elapsed = ?started.elapsed(), boundaries = boundaries.len(), "ranges planned");
     // Pass 1: bucket fingerprints on every node.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
     let chunks = ((options.concurrency_factor * cpus) / nodes.len() as f64)
@@ -255,39 +257,64 @@ pub async fn table_diff(
         })
         .collect();
 
-    // Pass 2: narrow and compare row by row.
+    tracing::debug!(elapsed = ?started.elapsed(), mismatched = mismatched.len(), "buckets hashed");
+    // Pass 2: narrow big mismatched buckets, then compare row by row.
     let pairs: Vec<(usize, usize)> = (0..nodes.len())
         .flat_map(|a| ((a + 1)..nodes.len()).map(move |b| (a, b)))
         .collect();
     let mut collector = Collector::new(&pairs, options.max_diff_rows);
-    let limit = Arc::new(Semaphore::new((chunks * nodes.len()).clamp(2, 8)));
     progress.add_total(leaves.len() as u64);
+    let unit = options.compare_unit_size as i64;
     let mut queue: Vec<(KeyRange, i64)> = leaves;
+    let mut small: Vec<(KeyRange, i64)> = Vec::new();
     while let Some((range, largest)) = queue.pop() {
         progress.check()?;
-        if collector.full() {
-            break;
-        }
-        if largest > options.compare_unit_size as i64 {
+        if largest > unit {
             let parts = ctx
                 .split(nodes, &range, largest, options.compare_unit_size)
                 .await?;
             progress.add_total(parts.len() as u64);
             queue.extend(parts);
             progress.add_done(1);
+        } else {
+            small.push((range, largest));
+        }
+    }
+    tracing::debug!(elapsed = ?started.elapsed(), leaves = small.len(), "ranges narrowed");
+    // Bounded ranges go in batches, one statement per node per batch;
+    // the open-ended first and last ranges go alone.
+    small.sort_by(|a, b| a.0.lo.cmp(&b.0.lo));
+    let batch_rows = unit.max(20_000);
+    let mut batch: Vec<KeyRange> = Vec::new();
+    let mut rows_in_batch = 0;
+    let mut batches: Vec<Vec<KeyRange>> = Vec::new();
+    for (range, largest) in small {
+        if range.lo.is_none() || range.hi.is_none() {
+            batches.push(vec![range]);
             continue;
         }
-        let permit = limit
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| EngineError::Cancelled)?;
-        let hashes = try_join_all(nodes.iter().map(|node| ctx.row_hashes(node, &range))).await?;
-        drop(permit);
+        if !batch.is_empty() && rows_in_batch + largest > batch_rows {
+            batches.push(std::mem::take(&mut batch));
+            rows_in_batch = 0;
+        }
+        rows_in_batch += largest;
+        batch.push(range);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    for batch in batches {
+        progress.check()?;
+        if collector.full() {
+            break;
+        }
+        let hashes =
+            try_join_all(nodes.iter().map(|node| ctx.batch_row_hashes(node, &batch))).await?;
         collector.compare(&hashes);
-        progress.add_done(1);
+        progress.add_done(batch.len() as u64);
     }
 
+    tracing::debug!(elapsed = ?started.elapsed(), "rows compared");
     // Rows for every differing key, per node.
     let wanted = collector.keys_per_node(nodes.len());
     let rows = try_join_all(
@@ -324,6 +351,7 @@ pub async fn table_diff(
         diffs.insert(key, PairRows { rows: by_node });
     }
 
+    tracing::debug!(elapsed = ?started.elapsed(), "rows fetched");
     let finished_at = time::OffsetDateTime::now_utc();
     Ok(DiffReport {
         diffs,
@@ -402,7 +430,7 @@ async fn estimates(
     sessions: &ClusterSession,
     scope: &Scope,
     table: &TableInfo,
-) -> Result<Vec<(usize, f64)>> {
+) -> Result<Vec<(usize, f64, i64)>> {
     try_join_all(sessions.nodes().iter().enumerate().map(|(index, node)| {
         let scope = scope.clone();
         async move {
@@ -415,7 +443,7 @@ async fn estimates(
             } else {
                 info.pages as f64 * 100.0
             };
-            Ok::<_, EngineError>((index, estimate))
+            Ok::<_, EngineError>((index, estimate, info.pages))
         }
     }))
     .await
@@ -433,14 +461,23 @@ impl Ctx<'_> {
         &self,
         node: &NodeSession,
         estimate: f64,
+        pages: i64,
         block_size: u64,
     ) -> Result<Vec<Key>> {
         let wanted = (estimate / block_size as f64).ceil() as usize;
         if wanted <= 1 {
             return Ok(Vec::new());
         }
-        // Four samples per boundary, from at most all pages.
-        let percent = (400.0 * wanted as f64 / estimate).clamp(0.01, 100.0);
+        // TABLESAMPLE SYSTEM takes whole pages, whose keys are often
+        // neighbours; sample three pages per boundary (and four rows) so
+        // the boundaries spread evenly over the table.
+        let by_rows = 400.0 * wanted as f64 / estimate;
+        let by_pages = if pages > 0 {
+            300.0 * wanted as f64 / pages as f64
+        } else {
+            0.0
+        };
+        let percent = by_rows.max(by_pages).clamp(0.01, 100.0);
         let mut tx = node.begin(self.scope).await?;
         let rows = sqlx::query(&self.sql.sample_keys())
             .bind(percent as f32)
@@ -514,7 +551,7 @@ impl Ctx<'_> {
                         Fingerprint {
                             count: row.try_get(1)?,
                             h0: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
-                            h1: row.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
+                            h1: 0,
                         },
                     ))
                 };
@@ -620,6 +657,56 @@ impl Ctx<'_> {
             })
         };
         read().map_err(|e| EngineError::query(node.name(), e))
+    }
+
+    /// Row hashes of every range of `batch` (bounded ranges in one
+    /// statement; a single open-ended range on its own).
+    async fn batch_row_hashes(
+        &self,
+        node: &NodeSession,
+        batch: &[KeyRange],
+    ) -> Result<HashMap<Key, (i64, i64)>> {
+        if let [range] = batch
+            && (range.lo.is_none() || range.hi.is_none())
+        {
+            return self.row_hashes(node, range).await;
+        }
+        let sql = self.sql.row_hashes_for_ranges();
+        let n = self.sql.key_len();
+        let mut query = sqlx::query(&sql);
+        for side in 0..2 {
+            for column in 0..n {
+                let values: Vec<String> = batch
+                    .iter()
+                    .map(|range| {
+                        let bound = if side == 0 { &range.lo } else { &range.hi };
+                        bound
+                            .as_ref()
+                            .map(|key| key[column].clone())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                query = query.bind(values);
+            }
+        }
+        let mut tx = node.begin(self.scope).await?;
+        let rows = query
+            .fetch_all(tx.conn())
+            .await
+            .map_err(|e| EngineError::query(node.name(), e))?;
+        tx.commit().await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let read = || -> Result<(Key, (i64, i64)), sqlx::Error> {
+                Ok((
+                    key_of(&row, 1, n)?,
+                    (row.try_get(n + 1)?, row.try_get(n + 2)?),
+                ))
+            };
+            let (key, hashes) = read().map_err(|e| EngineError::query(node.name(), e))?;
+            out.insert(key, hashes);
+        }
+        Ok(out)
     }
 
     async fn row_hashes(

@@ -34,3 +34,4 @@ pub use diff::{Progress, TableDiffOptions, preflight, table_diff};
 pub use error::{EngineError, Result};
 pub use report::{DiffFile, DiffReport, DiffSummary};
 pub use rerun::table_rerun;
+pub use table::parse_qualified_name;

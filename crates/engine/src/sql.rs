@@ -127,8 +127,9 @@ impl TableSql {
     }
 
     /// One pass over `range`: per bucket (by `width_bucket` over the
-    /// boundary keys bound as text arrays), the row count and two
-    /// independent 64-bit XOR aggregates of the rows' hashes. Returns the
+    /// boundary keys bound as text arrays), the row count and the 64-bit XOR
+    /// aggregate of the rows' hashes. (One hash keeps this pass as cheap as
+    /// a plain scan; rows are compared with two hashes, 128 bits, later.) Returns the
     /// statement and its binds: the boundary arrays (one per key column)
     /// come first, then the range's binds.
     pub fn bucket_hashes(&self, boundaries: usize, range: &KeyRange) -> (String, usize) {
@@ -163,9 +164,8 @@ impl TableSql {
         let array_binds = if boundaries == 0 { 0 } else { self.keys.len() };
         let (conditions, _) = self.conditions(range, array_binds + 1);
         let sql = format!(
-            "SELECT b, count(*), bit_xor(hashtextextended(r, 0)), bit_xor(hashtextextended(r, 1)) \
-             FROM (SELECT {bucket} AS b, {row} AS r FROM {table} AS t{conditions} OFFSET 0) s \
-             GROUP BY b",
+            "SELECT {bucket} AS b, count(*), bit_xor(hashtextextended({row}, 0)) \
+             FROM {table} AS t{conditions} GROUP BY 1",
             row = self.row_text(),
             table = self.table,
         );
@@ -178,12 +178,12 @@ impl TableSql {
         self.conditions(range, 1).1
     }
 
-    /// Count and the two hash aggregates of one range.
+    /// Count and hash aggregate of one range (as in the bucket pass).
     pub fn range_hash(&self, range: &KeyRange) -> String {
         let (conditions, _) = self.conditions(range, 1);
         format!(
-            "SELECT count(*), bit_xor(hashtextextended(r, 0)), bit_xor(hashtextextended(r, 1)) \
-             FROM (SELECT {row} AS r FROM {table} AS t{conditions} OFFSET 0) s",
+            "SELECT count(*), bit_xor(hashtextextended({row}, 0)), 0::int8 \
+             FROM {table} AS t{conditions}",
             row = self.row_text(),
             table = self.table,
         )
@@ -205,6 +205,63 @@ impl TableSql {
             outputs = outputs.join(", "),
             keys = key_aliases.join(", "),
             row = self.row_text(),
+            table = self.table,
+        )
+    }
+
+    /// Each row's key and two hashes for many bounded ranges at once. The
+    /// ranges are bound as text arrays: the lower bounds (one array per key
+    /// column), then the upper bounds. Rows come back as (range number,
+    /// 1-based, key texts..., h0, h1).
+    pub fn row_hashes_for_ranges(&self) -> String {
+        let n = self.keys.len();
+        let lo: Vec<String> = (1..=n).map(|i| format!("lo{i}")).collect();
+        let hi: Vec<String> = (1..=n).map(|i| format!("hi{i}")).collect();
+        let arrays: Vec<String> = (1..=2 * n).map(|i| format!("${i}::text[]")).collect();
+        let bound = |names: &[String]| -> Vec<String> {
+            self.keys
+                .iter()
+                .zip(names)
+                .map(|(k, name)| format!("b.{name}::{}", k.type_sql))
+                .collect()
+        };
+        let (lo_values, hi_values) = (bound(&lo), bound(&hi));
+        let join = if n == 1 {
+            format!(
+                "{keys} >= {lo} AND {keys} < {hi}",
+                keys = self.key_list(),
+                lo = lo_values[0],
+                hi = hi_values[0]
+            )
+        } else {
+            format!(
+                "ROW({keys}) >= ROW({lo}) AND ROW({keys}) < ROW({hi})",
+                keys = self.key_list(),
+                lo = lo_values.join(", "),
+                hi = hi_values.join(", ")
+            )
+        };
+        let key_aliases: Vec<String> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("({})::text AS k{}", k.comparable_sql("t"), i + 1))
+            .collect();
+        let outputs: Vec<String> = (1..=n).map(|i| format!("s.k{i}")).collect();
+        let filter = match &self.filter {
+            Some(filter) => format!(" WHERE {filter}"),
+            None => String::new(),
+        };
+        format!(
+            "SELECT s.i::int8, {outputs}, hashtextextended(s.r, 0), hashtextextended(s.r, 1) \
+             FROM (SELECT b.i, {keys}, {row} AS r \
+                   FROM unnest({arrays}) WITH ORDINALITY AS b({names}, i) \
+                   JOIN {table} AS t ON {join}{filter} OFFSET 0) s",
+            outputs = outputs.join(", "),
+            keys = key_aliases.join(", "),
+            row = self.row_text(),
+            arrays = arrays.join(", "),
+            names = lo.iter().chain(&hi).cloned().collect::<Vec<_>>().join(", "),
             table = self.table,
         )
     }

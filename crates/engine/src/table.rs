@@ -258,3 +258,70 @@ pub fn check_agreement(tables: &[(String, TableInfo)]) -> Result<()> {
         })
     }
 }
+
+/// Parses `schema.table` as PostgreSQL would: unquoted names fold to lower
+/// case, `"Quoted"` names keep theirs; a bare `table` is in `public`.
+///
+/// # Errors
+///
+/// [`EngineError::Options`] (field `table`) for anything but one or two
+/// names.
+pub fn parse_qualified_name(text: &str) -> Result<(String, String)> {
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+    let bad = |reason: String| EngineError::Options {
+        field: "table",
+        reason,
+    };
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect)
+        .try_with_sql(text)
+        .map_err(|e| bad(format!("{text:?}: {e}")))?;
+    let name = parser
+        .parse_object_name(false)
+        .map_err(|e| bad(format!("{text:?}: {e}")))?;
+    if parser.peek_token().token != sqlparser::tokenizer::Token::EOF {
+        return Err(bad(format!("{text:?} is not schema.table")));
+    }
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|part| {
+            let ident = part
+                .as_ident()
+                .ok_or_else(|| bad(format!("{text:?} is not schema.table")))?;
+            Ok(match ident.quote_style {
+                Some('"') => ident.value.clone(),
+                _ => ident.value.to_lowercase(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    match parts.as_slice() {
+        [table] => Ok(("public".to_owned(), table.clone())),
+        [schema, table] => Ok((schema.clone(), table.clone())),
+        _ => Err(bad(format!("{text:?} is not schema.table"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qualified_names() {
+        assert_eq!(
+            parse_qualified_name(r#""My Schema"."Order Items""#).unwrap(),
+            ("My Schema".to_owned(), "Order Items".to_owned())
+        );
+        assert_eq!(
+            parse_qualified_name("Public.Accounts").unwrap(),
+            ("public".to_owned(), "accounts".to_owned())
+        );
+        assert_eq!(
+            parse_qualified_name("accounts").unwrap(),
+            ("public".to_owned(), "accounts".to_owned())
+        );
+        assert!(parse_qualified_name("a.b.c").is_err());
+        assert!(parse_qualified_name("a; drop").is_err());
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! A [`RoleTx`] is one transaction on one node, opened in this order:
 //!
-//! 1. `BEGIN`, then `SET TRANSACTION READ ONLY` for read-only scopes;
+//! 1. `BEGIN`, or `BEGIN READ ONLY` for read-only scopes;
 //! 2. ACE's privileged set-up, as ACE's own user (for example
 //!    `SET LOCAL session_replication_role = replica` for repairs);
 //! 3. `SET LOCAL ROLE <role>`, the role quoted as an identifier whatever it
@@ -95,13 +95,13 @@ impl RoleTx {
     ) -> Result<Self> {
         let node = session.name().to_owned();
         let query = |e| SessionError::query(&node, e);
-        let mut tx = Transaction::begin(conn, None).await.map_err(query)?;
-        if scope.access == Access::ReadOnly {
-            sqlx::query("SET TRANSACTION READ ONLY")
-                .execute(&mut *tx)
-                .await
-                .map_err(query)?;
-        }
+        let begin = match scope.access {
+            Access::ReadOnly => "BEGIN READ ONLY",
+            Access::ReadWrite => "BEGIN",
+        };
+        let mut tx = Transaction::begin(conn, Some(begin.into()))
+            .await
+            .map_err(query)?;
         // Privileged set-up runs as ACE's user, before the switch.
         if scope.replica {
             sqlx::query("SET LOCAL session_replication_role = replica")
