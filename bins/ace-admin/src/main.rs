@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod config_cmd;
+mod doctor_cmd;
 mod engine_cmd;
 mod pki_cmd;
 mod tasks_cmd;
@@ -36,6 +37,10 @@ enum Command {
     Cluster(config_cmd::ClusterArgs),
     /// Make a CA, issue, revoke and inspect certificates, write CRLs.
     Pki(pki_cmd::PkiArgs),
+    /// Walk the whole chain (config, server cert and names, a client cert
+    /// against the client policy, every node, the CN's role, expiry) and
+    /// say line by line what holds and what is broken.
+    Doctor(doctor_cmd::DoctorArgs),
     /// List, show and prune task records.
     Tasks(tasks_cmd::TasksArgs),
     /// Compare a table across nodes and write a diff file.
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         Command::Config(args) => config_cmd::run_config(args),
         Command::Cluster(args) => config_cmd::run_cluster(args),
         Command::Pki(args) => pki_cmd::run(args),
+        Command::Doctor(args) => doctor_cmd::run(args),
         Command::Tasks(args) => tasks_cmd::run(args),
         Command::TableDiff(args) => engine_cmd::run_table_diff(args),
         Command::TableRerun(args) => engine_cmd::run_table_rerun(args),
