@@ -94,6 +94,12 @@ fn table_diff(dir: &Path, label: &str) -> (Duration, String) {
 
 #[tokio::main]
 async fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this
+    // binary without it, and a benchmark is not a test.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("table_diff bench: run with `scripts/bench-table-diff.sh`");
+        return;
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let scale: u32 = std::env::var("ACE_BENCH_SCALE")
         .ok()

@@ -5,20 +5,23 @@
 //!    reported, not guessed around).
 //! 2. **Ranges**: the node with the largest planner estimate samples keys
 //!    (`TABLESAMPLE SYSTEM`, a few percent of pages at most, never a full
-//!    count) and picks boundaries about `block_size` rows apart. The first
-//!    and last buckets are open, so rows beyond the sampled keys, or that
-//!    exist on one node only, are still covered.
+//!    count) and picks boundaries about `4 × block_size` rows apart. The
+//!    first and last ranges are open, so rows beyond the sampled keys, or
+//!    that exist on one node only, are still covered. Each range is
+//!    fingerprinted in 64 sub-blocks by a hash of the key, so a group holds
+//!    about `block_size / 16` rows and scattered differences narrow fast.
 //! 3. **Hashing**, inside PostgreSQL, one scan per node (per chunk of the
 //!    key space when `concurrency_factor` allows more), all nodes at once:
 //!    per bucket, the row count and the 64-bit XOR aggregate of
 //!    `hashtextextended(ROW(...)::text, 0)` over the comparable text of each
 //!    row (see [`crate::table::Column::comparable_sql`]). A difference hides
 //!    here only if two 64-bit XORs collide (about 1 in 2^64 per bucket).
-//! 4. **Narrowing**: buckets whose counts or hashes differ between any two
-//!    nodes are split by keys taken at offsets until they hold at most
-//!    `compare_unit_size` rows, then each node's keys and row hashes (two
-//!    independent 64-bit hashes, 128 bits per row) in the bucket are
-//!    compared in Rust, many buckets per statement. Memory stays bounded by
+//! 4. **Narrowing**: for groups whose counts or hashes differ between any
+//!    two nodes, each node's keys and row hashes (two independent 64-bit
+//!    hashes, 128 bits per row) are fetched, many groups per statement, and
+//!    compared in Rust. A group larger than `compare_unit_size` (a node with
+//!    many extra rows, say) is instead split by keys taken at offsets until
+//!    its parts are small. Memory stays bounded by
 //!    `compare_unit_size` and `max_diff_rows`, never by the table size.
 //! 5. **Rows**: the differing rows are fetched (every column as PostgreSQL's
 //!    text) and reported per node pair, in key order.
@@ -37,6 +40,16 @@ use crate::filter::Filter;
 use crate::report::{DiffReport, DiffSummary, PairRows, RowValues};
 use crate::sql::{Key, KeyRange, TableSql};
 use crate::table::{TableInfo, check_agreement};
+
+/// Key ranges hold about this many blocks (`block_size` rows each).
+const RANGE_BLOCKS: u64 = 4;
+/// Each range is fingerprinted in this many sub-blocks, by key hash, so a
+/// group holds about `block_size / 16` rows and scattered differences
+/// narrow to few rows in one pass.
+const SUB_BLOCKS: u32 = 64;
+/// Most rows fetched (as key and hashes) per node in one statement of
+/// pass 2.
+const GROUP_BATCH_ROWS: i64 = 200_000;
 
 /// What to compare and how; field names follow upstream ACE.
 #[derive(Debug, Clone)]
@@ -178,20 +191,27 @@ pub async fn table_diff(
         });
     }
 
-    let table = preflight(
+    let infos = preflight_all(
         sessions,
         &options.schema,
         &options.table,
         options.role.as_deref(),
     )
     .await?;
+    let table = infos[0].1.clone();
     let filter = options
         .table_filter
         .as_deref()
         .filter(|f| !f.trim().is_empty())
         .map(|f| Filter::parse(f, &table.column_names()))
         .transpose()?;
-    let sql = TableSql::new(&table, filter.as_ref());
+    // `t::text` is the cheapest row text, and exact when every node has the
+    // columns in the same order and no value needs normalising.
+    let whole_row = infos
+        .iter()
+        .all(|(_, info)| info.column_names() == table.column_names())
+        && table.columns.iter().all(|c| !c.needs_normalising());
+    let sql = TableSql::new(&table, filter.as_ref()).with_whole_row(whole_row);
     let scope = Scope::read_only(options.role.as_deref());
     let ctx = Ctx {
         sql: &sql,
@@ -199,20 +219,33 @@ pub async fn table_diff(
         progress,
     };
 
-    // Boundaries, from the node with the largest estimate.
-    let estimates = estimates(sessions, &scope, &table).await?;
-    let (sample_node, estimate, pages) = estimates
+    // Boundaries, from the node with the largest estimate (never analysed:
+    // a guess from the size on disk).
+    let (sample_node, estimate, pages) = infos
         .iter()
-        .copied()
+        .enumerate()
+        .map(|(index, (_, info))| {
+            let estimate = if info.estimated_rows >= 0.0 {
+                info.estimated_rows
+            } else {
+                info.pages as f64 * 100.0
+            };
+            (index, estimate, info.pages)
+        })
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap_or((0, 0.0, 0));
     let boundaries = ctx
-        .boundaries(&nodes[sample_node], estimate, pages, options.block_size)
+        .boundaries(
+            &nodes[sample_node],
+            estimate,
+            pages,
+            options.block_size.saturating_mul(RANGE_BLOCKS),
+        )
         .await?;
     progress.check()?;
+    tracing::debug!(elapsed = ?started.elapsed(), boundaries = boundaries.len(), whole_row, "ranges planned");
 
-    tracing::debug!(elapsed = ?started.elapsed(), boundaries = boundaries.len(), "ranges planned");
-    // Pass 1: bucket fingerprints on every node.
+    // Pass 1: group fingerprints on every node.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
     let chunks = ((options.concurrency_factor * cpus) / nodes.len() as f64)
         .floor()
@@ -227,17 +260,38 @@ pub async fn table_diff(
     .await?;
     progress.add_done(buckets as u64);
 
-    // Which buckets differ between any two nodes.
-    let mut mismatched = BTreeSet::new();
-    for bucket in 0..buckets as i32 {
-        let first = per_node[0].get(&bucket).copied().unwrap_or_default();
-        if per_node[1..]
+    // Which groups differ between any two nodes, and their largest count.
+    let all_groups: BTreeSet<(i32, i32)> = per_node
+        .iter()
+        .flat_map(|fps| fps.keys().copied())
+        .collect();
+    let mut mismatched: Vec<((i32, i32), i64)> = Vec::new();
+    for group in all_groups {
+        let fps: Vec<Fingerprint> = per_node
             .iter()
-            .any(|fps| fps.get(&bucket).copied().unwrap_or_default() != first)
-        {
-            mismatched.insert(bucket);
+            .map(|fps| fps.get(&group).copied().unwrap_or_default())
+            .collect();
+        if fps.iter().any(|fp| *fp != fps[0]) {
+            let largest = fps.iter().map(|fp| fp.count).max().unwrap_or(0);
+            mismatched.push((group, largest));
         }
     }
+    let mismatched_buckets: BTreeSet<i32> = mismatched.iter().map(|((b, _), _)| *b).collect();
+    tracing::debug!(
+        elapsed = ?started.elapsed(),
+        groups = mismatched.len(),
+        buckets = mismatched_buckets.len(),
+        "groups hashed"
+    );
+
+    // Pass 2: compare the rows of mismatched groups. Small groups go in
+    // batches (one scan per node per batch, returning only their rows);
+    // a group too big for memory is narrowed by key range instead.
+    let pairs: Vec<(usize, usize)> = (0..nodes.len())
+        .flat_map(|a| ((a + 1)..nodes.len()).map(move |b| (a, b)))
+        .collect();
+    let mut collector = Collector::new(&pairs, options.max_diff_rows);
+    let unit = options.compare_unit_size as i64;
     let bucket_range = |bucket: i32| -> KeyRange {
         let i = bucket as usize;
         KeyRange {
@@ -245,27 +299,48 @@ pub async fn table_diff(
             hi: boundaries.get(i).cloned(),
         }
     };
-    let leaves: Vec<(KeyRange, i64)> = mismatched
-        .iter()
-        .map(|&bucket| {
-            let largest = per_node
+    let mut big_buckets: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut group_batches: Vec<Vec<(i32, i32)>> = Vec::new();
+    let mut batch: Vec<(i32, i32)> = Vec::new();
+    let mut rows_in_batch = 0;
+    let batch_rows = unit.max(GROUP_BATCH_ROWS);
+    for &(group, largest) in &mismatched {
+        if largest > unit {
+            *big_buckets.entry(group.0).or_default() += largest;
+            continue;
+        }
+        if !batch.is_empty() && rows_in_batch + largest > batch_rows {
+            group_batches.push(std::mem::take(&mut batch));
+            rows_in_batch = 0;
+        }
+        rows_in_batch += largest;
+        batch.push(group);
+    }
+    if !batch.is_empty() {
+        group_batches.push(batch);
+    }
+    progress.add_total((group_batches.len() + big_buckets.len()) as u64);
+    let group_batches = group_batches;
+    for batch in group_batches {
+        progress.check()?;
+        if collector.full() {
+            break;
+        }
+        let hashes = try_join_all(
+            nodes
                 .iter()
-                .map(|fps| fps.get(&bucket).map_or(0, |fp| fp.count))
-                .max()
-                .unwrap_or(0);
-            (bucket_range(bucket), largest)
-        })
-        .collect();
+                .map(|node| ctx.group_row_hashes(node, &boundaries, &batch)),
+        )
+        .await?;
+        collector.compare(&hashes);
+        progress.add_done(1);
+    }
 
-    tracing::debug!(elapsed = ?started.elapsed(), mismatched = mismatched.len(), "buckets hashed");
-    // Pass 2: narrow big mismatched buckets, then compare row by row.
-    let pairs: Vec<(usize, usize)> = (0..nodes.len())
-        .flat_map(|a| ((a + 1)..nodes.len()).map(move |b| (a, b)))
+    // Big groups: split their buckets by key until small, then compare.
+    let mut queue: Vec<(KeyRange, i64)> = big_buckets
+        .into_iter()
+        .map(|(bucket, rows)| (bucket_range(bucket), rows))
         .collect();
-    let mut collector = Collector::new(&pairs, options.max_diff_rows);
-    progress.add_total(leaves.len() as u64);
-    let unit = options.compare_unit_size as i64;
-    let mut queue: Vec<(KeyRange, i64)> = leaves;
     let mut small: Vec<(KeyRange, i64)> = Vec::new();
     while let Some((range, largest)) = queue.pop() {
         progress.check()?;
@@ -280,11 +355,9 @@ pub async fn table_diff(
             small.push((range, largest));
         }
     }
-    tracing::debug!(elapsed = ?started.elapsed(), leaves = small.len(), "ranges narrowed");
     // Bounded ranges go in batches, one statement per node per batch;
     // the open-ended first and last ranges go alone.
     small.sort_by(|a, b| a.0.lo.cmp(&b.0.lo));
-    let batch_rows = unit.max(20_000);
     let mut batch: Vec<KeyRange> = Vec::new();
     let mut rows_in_batch = 0;
     let mut batches: Vec<Vec<KeyRange>> = Vec::new();
@@ -293,7 +366,7 @@ pub async fn table_diff(
             batches.push(vec![range]);
             continue;
         }
-        if !batch.is_empty() && rows_in_batch + largest > batch_rows {
+        if !batch.is_empty() && rows_in_batch + largest > unit.max(20_000) {
             batches.push(std::mem::take(&mut batch));
             rows_in_batch = 0;
         }
@@ -311,7 +384,6 @@ pub async fn table_diff(
         let hashes =
             try_join_all(nodes.iter().map(|node| ctx.batch_row_hashes(node, &batch))).await?;
         collector.compare(&hashes);
-        progress.add_done(batch.len() as u64);
     }
 
     tracing::debug!(elapsed = ?started.elapsed(), "rows compared");
@@ -375,7 +447,7 @@ pub async fn table_diff(
             diff_row_limit_reached: limit_reached,
             total_rows_checked: estimate.max(0.0) as i64,
             initial_ranges_count: buckets as u64,
-            mismatched_ranges_count: mismatched.len() as u64,
+            mismatched_ranges_count: mismatched_buckets.len() as u64,
             primary_key: table.primary_key.clone(),
             columns: table
                 .columns
@@ -401,6 +473,21 @@ pub async fn preflight(
     table: &str,
     role: Option<&str>,
 ) -> Result<TableInfo> {
+    let infos = preflight_all(sessions, schema, table, role).await?;
+    Ok(infos
+        .into_iter()
+        .next()
+        .map(|(_, info)| info)
+        .expect("a session has nodes"))
+}
+
+/// [`preflight`], returning every node's view of the table.
+async fn preflight_all(
+    sessions: &ClusterSession,
+    schema: &str,
+    table: &str,
+    role: Option<&str>,
+) -> Result<Vec<(String, TableInfo)>> {
     if let Some(role) = role {
         sessions.check_role(role).await?;
     }
@@ -419,34 +506,7 @@ pub async fn preflight(
     sessions
         .check_table_privileges(role, schema, table, &["SELECT"])
         .await?;
-    Ok(infos
-        .into_iter()
-        .next()
-        .map(|(_, info)| info)
-        .expect("two or more nodes"))
-}
-
-async fn estimates(
-    sessions: &ClusterSession,
-    scope: &Scope,
-    table: &TableInfo,
-) -> Result<Vec<(usize, f64, i64)>> {
-    try_join_all(sessions.nodes().iter().enumerate().map(|(index, node)| {
-        let scope = scope.clone();
-        async move {
-            let mut tx = node.begin(&scope).await?;
-            let info = TableInfo::load(&mut tx, &table.schema, &table.name).await?;
-            tx.commit().await?;
-            // Never analysed: guess from the size on disk.
-            let estimate = if info.estimated_rows >= 0.0 {
-                info.estimated_rows
-            } else {
-                info.pages as f64 * 100.0
-            };
-            Ok::<_, EngineError>((index, estimate, info.pages))
-        }
-    }))
-    .await
+    Ok(infos)
 }
 
 pub(crate) struct Ctx<'a> {
@@ -469,11 +529,11 @@ impl Ctx<'_> {
             return Ok(Vec::new());
         }
         // TABLESAMPLE SYSTEM takes whole pages, whose keys are often
-        // neighbours; sample three pages per boundary (and four rows) so
-        // the boundaries spread evenly over the table.
+        // neighbours; sample a page per boundary (and four rows) so
+        // the boundaries spread evenly over the table (one page each).
         let by_rows = 400.0 * wanted as f64 / estimate;
         let by_pages = if pages > 0 {
-            300.0 * wanted as f64 / pages as f64
+            100.0 * wanted as f64 / pages as f64
         } else {
             0.0
         };
@@ -509,7 +569,7 @@ impl Ctx<'_> {
         node: &NodeSession,
         boundaries: &[Key],
         chunks: usize,
-    ) -> Result<HashMap<i32, Fingerprint>> {
+    ) -> Result<HashMap<(i32, i32), Fingerprint>> {
         // Contiguous chunks of the bucket space, scanned in parallel.
         let chunks = chunks.min(boundaries.len() + 1).max(1);
         let per_chunk = (boundaries.len() + 1).div_ceil(chunks);
@@ -525,7 +585,9 @@ impl Ctx<'_> {
             })
             .collect();
         let parts = try_join_all(ranges.iter().map(|range| async move {
-            let (sql, array_binds) = self.sql.bucket_hashes(boundaries.len(), range);
+            let (sql, array_binds) =
+                self.sql
+                    .bucket_hashes(boundaries.len(), range, SUB_BLOCKS - 1);
             let mut query = sqlx::query(&sql);
             if array_binds > 0 {
                 for column in 0..self.sql.key_len() {
@@ -538,6 +600,14 @@ impl Ctx<'_> {
                 query = query.bind(value);
             }
             let mut tx = node.begin(self.scope).await?;
+            // The planner cannot know how few groups there are and would
+            // sort a million rows to disk; hash them in memory instead.
+            for setting in ["SET LOCAL enable_sort = off", "SET LOCAL work_mem = '64MB'"] {
+                sqlx::query(setting)
+                    .execute(tx.conn())
+                    .await
+                    .map_err(|e| EngineError::query(node.name(), e))?;
+            }
             let rows = query
                 .fetch_all(tx.conn())
                 .await
@@ -545,12 +615,12 @@ impl Ctx<'_> {
             tx.commit().await?;
             let mut out = HashMap::with_capacity(rows.len());
             for row in rows {
-                let read = || -> Result<(i32, Fingerprint), sqlx::Error> {
+                let read = || -> Result<((i32, i32), Fingerprint), sqlx::Error> {
                     Ok((
-                        row.try_get(0)?,
+                        (row.try_get(0)?, row.try_get(1)?),
                         Fingerprint {
-                            count: row.try_get(1)?,
-                            h0: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
+                            count: row.try_get(2)?,
+                            h0: row.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
                             h1: 0,
                         },
                     ))
@@ -562,6 +632,45 @@ impl Ctx<'_> {
         }))
         .await?;
         Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// Keys and row hashes of the rows in `groups` (bucket, sub-block), in
+    /// one scan of the node's table.
+    async fn group_row_hashes(
+        &self,
+        node: &NodeSession,
+        boundaries: &[Key],
+        groups: &[(i32, i32)],
+    ) -> Result<HashMap<Key, (i64, i64)>> {
+        self.progress.check()?;
+        let sql = self.sql.group_row_hashes(boundaries.len(), SUB_BLOCKS - 1);
+        let mut query = sqlx::query(&sql);
+        if !boundaries.is_empty() {
+            for column in 0..self.sql.key_len() {
+                let values: Vec<String> =
+                    boundaries.iter().map(|key| key[column].clone()).collect();
+                query = query.bind(values);
+            }
+        }
+        let buckets: Vec<i32> = groups.iter().map(|g| g.0).collect();
+        let subs: Vec<i32> = groups.iter().map(|g| g.1).collect();
+        query = query.bind(buckets).bind(subs);
+        let mut tx = node.begin(self.scope).await?;
+        let rows = query
+            .fetch_all(tx.conn())
+            .await
+            .map_err(|e| EngineError::query(node.name(), e))?;
+        tx.commit().await?;
+        let n = self.sql.key_len();
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let read = || -> Result<(Key, (i64, i64)), sqlx::Error> {
+                Ok((key_of(&row, 0, n)?, (row.try_get(n)?, row.try_get(n + 1)?)))
+            };
+            let (key, hashes) = read().map_err(|e| EngineError::query(node.name(), e))?;
+            out.insert(key, hashes);
+        }
+        Ok(out)
     }
 
     /// Splits a mismatched range into parts of about `unit` rows, by keys

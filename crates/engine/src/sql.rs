@@ -29,6 +29,7 @@ pub struct TableSql {
     keys: Vec<Column>,
     columns: Vec<Column>,
     filter: Option<String>,
+    whole_row: bool,
 }
 
 impl TableSql {
@@ -39,7 +40,17 @@ impl TableSql {
             keys: table.key_columns().into_iter().cloned().collect(),
             columns: table.columns.clone(),
             filter: filter.map(|f| f.sql().to_owned()),
+            whole_row: false,
         }
+    }
+
+    /// Hash the whole-row text `t::text` (cheaper than building a new
+    /// record) instead of `ROW(col, ...)::text`. Only valid when every node
+    /// has the columns in the same order and no column needs normalising
+    /// (see [`Column::comparable_sql`]).
+    pub fn with_whole_row(mut self, whole_row: bool) -> Self {
+        self.whole_row = whole_row;
+        self
     }
 
     /// Number of key columns.
@@ -67,6 +78,9 @@ impl TableSql {
     /// The row's comparable text: NULL differs from '', separators inside
     /// values are quoted by the record output function.
     fn row_text(&self) -> String {
+        if self.whole_row {
+            return "t::text".to_owned();
+        }
         let parts: Vec<String> = self.columns.iter().map(|c| c.comparable_sql("t")).collect();
         format!("ROW({})::text", parts.join(", "))
     }
@@ -126,14 +140,35 @@ impl TableSql {
         )
     }
 
-    /// One pass over `range`: per bucket (by `width_bucket` over the
-    /// boundary keys bound as text arrays), the row count and the 64-bit XOR
-    /// aggregate of the rows' hashes. (One hash keeps this pass as cheap as
-    /// a plain scan; rows are compared with two hashes, 128 bits, later.) Returns the
-    /// statement and its binds: the boundary arrays (one per key column)
-    /// come first, then the range's binds.
-    pub fn bucket_hashes(&self, boundaries: usize, range: &KeyRange) -> (String, usize) {
-        let bucket = if boundaries == 0 {
+    /// One pass over `range`: per group (the bucket by `width_bucket` over
+    /// the boundary keys, and the sub-block `key hash & sub_mask`), the row
+    /// count and the 64-bit XOR aggregate of the rows' hashes. (One hash
+    /// keeps this pass as cheap as a plain scan; rows are compared with two
+    /// hashes, 128 bits, later.) Returns the statement and the number of
+    /// boundary array binds, which come first, then the range's binds.
+    pub fn bucket_hashes(
+        &self,
+        boundaries: usize,
+        range: &KeyRange,
+        sub_mask: u32,
+    ) -> (String, usize) {
+        let array_binds = if boundaries == 0 { 0 } else { self.keys.len() };
+        let (conditions, _) = self.conditions(range, array_binds + 1);
+        let sql = format!(
+            "SELECT {bucket} AS b, ({key_hash} & {sub_mask})::int4 AS s, count(*), \
+             bit_xor(hashtextextended({row}, 0)) FROM {table} AS t{conditions} GROUP BY 1, 2",
+            bucket = self.bucket_expr(boundaries),
+            key_hash = self.key_hash(),
+            row = self.row_text(),
+            table = self.table,
+        );
+        (sql, array_binds)
+    }
+
+    /// The bucket of a row: `width_bucket` of its key over the boundary
+    /// keys, bound as text arrays `$1..$k` (one per key column).
+    fn bucket_expr(&self, boundaries: usize) -> String {
+        if boundaries == 0 {
             "0".to_owned()
         } else if self.keys.len() == 1 {
             format!(
@@ -160,16 +195,56 @@ impl TableSql {
                 unnest_args.join(", "),
                 aliases.join(", ")
             )
-        };
+        }
+    }
+
+    /// A 64-bit hash of the row's key (its comparable text), which places
+    /// the row in the same sub-block on every node.
+    fn key_hash(&self) -> String {
+        if self.keys.len() == 1 {
+            format!(
+                "hashtextextended(({})::text, 0)",
+                self.keys[0].comparable_sql("t")
+            )
+        } else {
+            let parts: Vec<String> = self.keys.iter().map(|k| k.comparable_sql("t")).collect();
+            format!("hashtextextended(ROW({})::text, 0)", parts.join(", "))
+        }
+    }
+
+    /// Each row's key and two hashes, for the rows of the given (bucket,
+    /// sub-block) groups, in one scan. Binds: the boundary arrays (as for
+    /// [`TableSql::bucket_hashes`]), then the groups' bucket numbers and
+    /// sub-block numbers as two `int4[]`.
+    pub fn group_row_hashes(&self, boundaries: usize, sub_mask: u32) -> String {
         let array_binds = if boundaries == 0 { 0 } else { self.keys.len() };
-        let (conditions, _) = self.conditions(range, array_binds + 1);
-        let sql = format!(
-            "SELECT {bucket} AS b, count(*), bit_xor(hashtextextended({row}, 0)) \
-             FROM {table} AS t{conditions} GROUP BY 1",
+        let n = self.keys.len();
+        let key_aliases: Vec<String> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("({})::text AS k{}", k.comparable_sql("t"), i + 1))
+            .collect();
+        let outputs: Vec<String> = (1..=n).map(|i| format!("s.k{i}")).collect();
+        let filter = match &self.filter {
+            Some(filter) => format!(" AND {filter}"),
+            None => String::new(),
+        };
+        format!(
+            "SELECT {outputs}, hashtextextended(s.r, 0), hashtextextended(s.r, 1) \
+             FROM (SELECT {keys}, {row} AS r FROM {table} AS t \
+                   WHERE ({bucket}, ({key_hash} & {sub_mask})::int4) IN \
+                         (SELECT * FROM unnest(${g1}::int4[], ${g2}::int4[])){filter} \
+                   OFFSET 0) s",
+            outputs = outputs.join(", "),
+            keys = key_aliases.join(", "),
             row = self.row_text(),
             table = self.table,
-        );
-        (sql, array_binds)
+            bucket = self.bucket_expr(boundaries),
+            key_hash = self.key_hash(),
+            g1 = array_binds + 1,
+            g2 = array_binds + 2,
+        )
     }
 
     /// The binds of a range, in the order [`TableSql::bucket_hashes`] and

@@ -39,6 +39,11 @@ impl Column {
         }
     }
 
+    /// Whether [`Column::comparable_sql`] changes the value's text.
+    pub fn needs_normalising(&self) -> bool {
+        matches!(self.base_type.as_str(), "numeric" | "float4" | "float8")
+    }
+
     /// How values of this column are typed in a JSON report.
     pub fn json_kind(&self) -> JsonKind {
         match (self.base_type.as_str(), self.category) {
