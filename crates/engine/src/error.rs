@@ -67,6 +67,15 @@ pub enum EngineError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A table-repair failed on a target node; that node's transaction
+    /// was rolled back, so nothing was written there.
+    #[error("node {node}: repair failed: {reason}")]
+    Repair {
+        /// The target node.
+        node: String,
+        /// What failed, and which nodes were repaired and which not.
+        reason: String,
+    },
     /// The operation was cancelled.
     #[error("cancelled")]
     Cancelled,

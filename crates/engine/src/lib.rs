@@ -1,11 +1,14 @@
 //! The consistency operations of ACE.
 //!
 //! table-diff ([`table_diff`]) finds the rows that differ between nodes;
-//! table-rerun ([`table_rerun`]) re-checks exactly the rows of a diff file.
-//! Both are written against role-scoped sessions from `ace-session`: every
-//! statement runs in a read-only transaction as the caller's role (or ACE's
-//! own user from the CLI), and nothing here opens a connection or switches
-//! a role by itself. User input never becomes SQL text: identifiers come
+//! table-rerun ([`table_rerun`]) re-checks exactly the rows of a diff file;
+//! table-repair ([`table_repair`]) makes the nodes of a diff file agree,
+//! from a source of truth or both ways, writing as the caller's role.
+//! All are written against role-scoped sessions from `ace-session`: every
+//! statement runs in a transaction (read-only, except a repair's writes) as
+//! the caller's role (or ACE's own user from the CLI), and nothing here
+//! opens a connection or switches a role by itself. User input never
+//! becomes SQL text: identifiers come
 //! from the catalog and are quoted, values are bound, and a `table_filter`
 //! is parsed and re-rendered by [`filter`].
 //!
@@ -25,6 +28,7 @@ mod diff;
 mod error;
 pub mod filter;
 mod html;
+mod repair;
 pub mod report;
 mod rerun;
 mod sql;
@@ -32,6 +36,10 @@ pub mod table;
 
 pub use diff::{Progress, TableDiffOptions, preflight, table_diff};
 pub use error::{EngineError, Result};
+pub use repair::{
+    NodeRepair, NodeStatus, RepairKey, RepairMode, RepairReport, RowAction, RowChange, SotKind,
+    StaleRow, TableRepairOptions, WRITE_BATCH, table_repair,
+};
 pub use report::{DiffFile, DiffReport, DiffSummary};
 pub use rerun::table_rerun;
 pub use table::parse_qualified_name;
