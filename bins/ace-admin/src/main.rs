@@ -40,6 +40,10 @@ enum Command {
     /// Walk the whole chain (config, server cert and names, a client cert
     /// against the client policy, every node, the CN's role, expiry) and
     /// say line by line what holds and what is broken.
+    ///
+    /// Each line is OK, WARN (for example, expires within 30 days), FAIL,
+    /// or SKIP (nothing to check, or an earlier link is broken). Exit
+    /// status: 0 when no line is FAIL, 1 otherwise.
     Doctor(doctor_cmd::DoctorArgs),
     /// List, show and prune task records.
     Tasks(tasks_cmd::TasksArgs),
