@@ -250,7 +250,8 @@ fn engine_status(error: &EngineError) -> StatusCode {
         | EngineError::SchemaMismatch { .. }
         | EngineError::Filter { .. }
         | EngineError::DiffFile { .. } => StatusCode::BAD_REQUEST,
-        EngineError::Cancelled => StatusCode::CONFLICT,
+        // A repair a node's data or constraints refused (rolled back there).
+        EngineError::Cancelled | EngineError::Repair { .. } => StatusCode::CONFLICT,
         EngineError::Write { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
