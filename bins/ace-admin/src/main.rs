@@ -10,6 +10,7 @@ mod config_cmd;
 mod doctor_cmd;
 mod engine_cmd;
 mod pki_cmd;
+mod repair_cmd;
 mod tasks_cmd;
 
 use std::process::ExitCode;
@@ -51,6 +52,9 @@ enum Command {
     TableDiff(engine_cmd::TableDiffArgs),
     /// Re-check the rows of a diff file.
     TableRerun(engine_cmd::TableRerunArgs),
+    /// Repair a table from a diff file (source of truth, insert/upsert-only,
+    /// bidirectional, fix-nulls; dry run and report).
+    TableRepair(repair_cmd::TableRepairArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Tasks(args) => tasks_cmd::run(args),
         Command::TableDiff(args) => engine_cmd::run_table_diff(args),
         Command::TableRerun(args) => engine_cmd::run_table_rerun(args),
+        Command::TableRepair(args) => repair_cmd::run(args),
     };
     match result {
         Ok(code) => code,
