@@ -28,8 +28,10 @@
 //!   columns are never written; identity columns are written with
 //!   `OVERRIDING SYSTEM VALUE`.
 //! - **Batched**: one statement per batch of [`WRITE_BATCH`] rows (a
-//!   multi-row `INSERT ... SELECT FROM unnest(...) ON CONFLICT`, a
-//!   `DELETE ... WHERE (key) IN (SELECT ... unnest(...))`), not one per row.
+//!   multi-row `INSERT ... SELECT FROM unnest(...)`, `UPDATE ... FROM
+//!   unnest(...)`, `DELETE ... WHERE (key) IN (SELECT ... unnest(...))`),
+//!   not one per row. Inserts and updates are separate statements, so a
+//!   trigger fires for exactly the action the report lists.
 //! - **As the caller**: every read and write runs in a role-scoped
 //!   transaction of `ace-session` as the caller's role; the privileges the
 //!   mode needs are checked on every target node before anything is
@@ -209,8 +211,9 @@ pub enum SotKind {
 }
 
 impl RepairMode {
-    /// The privileges a target needs besides SELECT.
-    fn privileges(&self) -> &'static [&'static str] {
+    /// The privileges a target node needs besides SELECT: INSERT, UPDATE
+    /// and DELETE for a full source-of-truth repair, fewer for the others.
+    pub fn privileges(&self) -> &'static [&'static str] {
         match self {
             RepairMode::SourceOfTruth { kind, .. } => match kind {
                 SotKind::Full => &["INSERT", "UPDATE", "DELETE"],
@@ -235,7 +238,9 @@ impl RepairMode {
         )
     }
 
-    fn name(&self) -> &'static str {
+    /// The mode's name in reports (`source_of_truth`, `insert_only`,
+    /// `upsert_only`, `bidirectional`, `fix_nulls`).
+    pub fn name(&self) -> &'static str {
         match self {
             RepairMode::SourceOfTruth { kind, .. } => match kind {
                 SotKind::Full => "source_of_truth",
@@ -894,9 +899,10 @@ impl RepairSql {
     }
 
     /// A multi-row insert of the writable columns (one text array each,
-    /// in column order), updating rows that exist when `update`, leaving
-    /// them alone otherwise; returns the keys written.
-    fn upsert(&self, update: bool) -> String {
+    /// in column order) of rows the target lacked when checked; a row that
+    /// appeared since is left alone (`DO NOTHING`), and the keys returned
+    /// tell which were written.
+    fn insert_rows(&self) -> String {
         let writable: Vec<(usize, &Column)> = self.writable().collect();
         let names: Vec<String> = writable.iter().map(|(_, c)| quote_ident(&c.name)).collect();
         let casts: Vec<String> = writable
@@ -910,32 +916,43 @@ impl RepairSql {
             ""
         };
         let keys: Vec<String> = self.keys().map(|k| quote_ident(&k.name)).collect();
-        let sets: Vec<String> = writable
-            .iter()
-            .filter(|(i, _)| !self.key_idx.contains(i))
-            .map(|(_, c)| {
-                let name = quote_ident(&c.name);
-                format!("{name} = EXCLUDED.{name}")
-            })
-            .collect();
-        let action = if update && !sets.is_empty() {
-            format!("DO UPDATE SET {}", sets.join(", "))
-        } else {
-            "DO NOTHING".to_owned()
-        };
-        let returning: Vec<String> = self
-            .keys()
-            .map(|k| format!("{}::text", quote_ident(&k.name)))
-            .collect();
         format!(
-            "INSERT INTO {} ({}){overriding} SELECT {} FROM {} ON CONFLICT ({}) {action} RETURNING {}",
+            "INSERT INTO {} ({}){overriding} SELECT {} FROM {} ON CONFLICT ({}) DO NOTHING RETURNING {}",
             self.table,
             names.join(", "),
             casts.join(", "),
             Self::unnest(1, writable.len()),
             keys.join(", "),
-            returning.join(", "),
+            keys.join(", "),
         )
+    }
+
+    /// A multi-row update of the writable non-key columns of rows the
+    /// target has (and holds locked), from one text array per writable
+    /// column in column order; `None` when there is no such column.
+    fn update_rows(&self) -> Option<String> {
+        let writable: Vec<(usize, &Column)> = self.writable().collect();
+        let mut sets = Vec::new();
+        let mut matches = Vec::new();
+        for (position, (index, column)) in writable.iter().enumerate() {
+            let name = quote_ident(&column.name);
+            let value = format!("u.v{position}::{}", column.type_sql);
+            if self.key_idx.contains(index) {
+                matches.push(format!("t.{name} = {value}"));
+            } else {
+                sets.push(format!("{name} = {value}"));
+            }
+        }
+        if sets.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "UPDATE {} t SET {} FROM {} WHERE {}",
+            self.table,
+            sets.join(", "),
+            Self::unnest(1, writable.len()),
+            matches.join(" AND "),
+        ))
     }
 
     /// Fills column `column` where it is NULL; binds the key arrays, then
@@ -1342,6 +1359,21 @@ fn read_row(row: &PgRow, from: usize, count: usize) -> Result<RowValues, sqlx::E
         .collect()
 }
 
+/// A statement with one text array per column of `columns`, taken from
+/// `rows`.
+fn bind_rows<'q>(
+    statement: &'q str,
+    rows: &[&RowValues],
+    columns: &[usize],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let mut query = sqlx::query(statement);
+    for &column in columns {
+        let values: Vec<Option<String>> = rows.iter().map(|row| row[column].clone()).collect();
+        query = query.bind(values);
+    }
+    query
+}
+
 fn key_arrays(keys: &[&RepairKey], width: usize) -> Vec<Vec<String>> {
     (0..width)
         .map(|i| keys.iter().map(|k| k[i].clone()).collect())
@@ -1668,8 +1700,9 @@ impl TargetContext<'_> {
         }
     }
 
-    /// Writes the decided changes: deletes, then inserts and updates, then
-    /// NULL fills, each in batches.
+    /// Writes the decided changes: deletes, updates, inserts, then NULL
+    /// fills, each in batches, so a trigger (with `fire_triggers`) sees
+    /// exactly the action the report lists.
     async fn write(&self, tx: &mut RoleTx, repair: &NodeRepair) -> Result<()> {
         let node = tx.node().to_owned();
         let query_error = |e| EngineError::query(&node, e);
@@ -1701,35 +1734,49 @@ impl TargetContext<'_> {
             }
         }
 
-        let writes: Vec<&RowValues> = repair
-            .changes
-            .iter()
-            .filter(|c| matches!(c.action, RowAction::Insert | RowAction::Update))
-            .filter_map(|c| c.after.as_ref())
-            .collect();
-        let update = !matches!(
-            self.mode,
-            RepairMode::Bidirectional
-                | RepairMode::SourceOfTruth {
-                    kind: SotKind::InsertOnly,
-                    ..
-                }
-        );
-        let statement = self.sql.upsert(update);
         let writable: Vec<usize> = self.sql.writable().map(|(i, _)| i).collect();
-        for batch in writes.chunks(WRITE_BATCH) {
-            self.progress.check_pub()?;
-            let mut query = sqlx::query(&statement);
-            for &column in &writable {
-                let values: Vec<Option<String>> =
-                    batch.iter().map(|row| row[column].clone()).collect();
-                query = query.bind(values);
+        let rows_of = |action: RowAction| -> Vec<&RowValues> {
+            repair
+                .changes
+                .iter()
+                .filter(|c| c.action == action)
+                .filter_map(|c| c.after.as_ref())
+                .collect()
+        };
+
+        // Updates: the rows are locked, so each must be found.
+        let updates = rows_of(RowAction::Update);
+        if let Some(statement) = self.sql.update_rows() {
+            for batch in updates.chunks(WRITE_BATCH) {
+                self.progress.check_pub()?;
+                let done = bind_rows(&statement, batch, &writable)
+                    .execute(tx.conn())
+                    .await
+                    .map_err(query_error)?;
+                if done.rows_affected() != batch.len() as u64 {
+                    return Err(EngineError::Repair {
+                        node: node.clone(),
+                        reason: format!(
+                            "updated {} rows where {} were locked for update",
+                            done.rows_affected(),
+                            batch.len()
+                        ),
+                    });
+                }
             }
-            let written = query.fetch_all(tx.conn()).await.map_err(query_error)?;
+        }
+
+        // Inserts: a row that appeared after the check is not overwritten,
+        // and the report must not claim it was written.
+        let inserts = rows_of(RowAction::Insert);
+        let statement = self.sql.insert_rows();
+        for batch in inserts.chunks(WRITE_BATCH) {
+            self.progress.check_pub()?;
+            let written = bind_rows(&statement, batch, &writable)
+                .fetch_all(tx.conn())
+                .await
+                .map_err(query_error)?;
             if written.len() != batch.len() {
-                // Only an insert-only write skips a conflicting row; a row
-                // that appeared after the check is not overwritten, and the
-                // report must not claim it was written.
                 return Err(EngineError::Repair {
                     node: node.clone(),
                     reason: format!(
@@ -1895,15 +1942,15 @@ mod tests {
     #[test]
     fn statements_quote_cast_and_skip_generated_columns() {
         let sql = RepairSql::new(&table());
-        let upsert = sql.upsert(true);
-        assert!(
-            upsert.starts_with(
-                r#"INSERT INTO "public"."Odd ""T""" ("id", "v") OVERRIDING SYSTEM VALUE SELECT u.v0::bigint, u.v1::text FROM unnest($1::text[], $2::text[]) AS u(v0, v1) ON CONFLICT ("id") DO UPDATE SET "v" = EXCLUDED."v""#
-            ),
-            "{upsert}"
+        let insert = sql.insert_rows();
+        assert_eq!(
+            insert,
+            r#"INSERT INTO "public"."Odd ""T""" ("id", "v") OVERRIDING SYSTEM VALUE SELECT u.v0::bigint, u.v1::text FROM unnest($1::text[], $2::text[]) AS u(v0, v1) ON CONFLICT ("id") DO NOTHING RETURNING "id""#
         );
-        assert!(!upsert.contains("\"g\""), "{upsert}");
-        assert!(sql.upsert(false).contains("DO NOTHING"));
+        assert_eq!(
+            sql.update_rows().unwrap(),
+            r#"UPDATE "public"."Odd ""T""" t SET "v" = u.v1::text FROM unnest($1::text[], $2::text[]) AS u(v0, v1) WHERE t."id" = u.v0::bigint"#
+        );
         assert_eq!(
             sql.delete_rows(),
             r#"DELETE FROM "public"."Odd ""T""" t WHERE (t."id") IN (SELECT u.v0::bigint FROM unnest($1::text[]) AS u(v0))"#

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use ace_config::resolve_cluster;
 use ace_engine::{DiffFile, TableDiffOptions};
 use ace_pki::Identity;
+use ace_session::SessionError;
 use ace_tasks::{NewTask, Page, TaskFilter, TaskStatus, TaskType, Uuid, Viewer};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, header};
@@ -13,7 +14,9 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::request::{TableDiffRequest, TableRerunRequest, confine, decode, node_selection};
+use crate::request::{
+    TableDiffRequest, TableRepairRequest, TableRerunRequest, confine, decode, node_selection,
+};
 use crate::server::{Job, Shared, submit};
 use crate::view::task_json;
 
@@ -26,6 +29,7 @@ pub const BASE_PATH: &str = "/api/v1";
 pub const ROUTES: &[(&str, &[&str])] = &[
     ("/table-diff", &["POST"]),
     ("/table-rerun", &["POST"]),
+    ("/table-repair", &["POST"]),
     ("/tasks", &["GET"]),
     ("/tasks/{task_id}", &["GET", "DELETE"]),
     ("/tasks/{task_id}/report", &["GET"]),
@@ -79,6 +83,7 @@ impl Reply {
 enum Endpoint {
     TableDiff,
     TableRerun,
+    TableRepair,
     ListTasks,
     Task(String),
     CancelTask(String),
@@ -100,6 +105,7 @@ fn route(method: &Method, path: &str) -> Result<Endpoint> {
     let (template, id) = match segments.as_slice() {
         ["table-diff"] => ("/table-diff", None),
         ["table-rerun"] => ("/table-rerun", None),
+        ["table-repair"] => ("/table-repair", None),
         ["tasks"] => ("/tasks", None),
         ["tasks", id] if !id.is_empty() => ("/tasks/{task_id}", Some((*id).to_owned())),
         ["tasks", id, "report"] if !id.is_empty() => {
@@ -111,6 +117,7 @@ fn route(method: &Method, path: &str) -> Result<Endpoint> {
     let endpoint = match (method, template, id) {
         (&Method::POST, "/table-diff", _) => Endpoint::TableDiff,
         (&Method::POST, "/table-rerun", _) => Endpoint::TableRerun,
+        (&Method::POST, "/table-repair", _) => Endpoint::TableRepair,
         (&Method::GET, "/tasks", _) => Endpoint::ListTasks,
         (&Method::GET, "/tasks/{task_id}", Some(id)) => Endpoint::Task(id),
         (&Method::DELETE, "/tasks/{task_id}", Some(id)) => Endpoint::CancelTask(id),
@@ -155,6 +162,10 @@ pub(crate) async fn handle(
         },
         Endpoint::TableRerun => match read_json(shared, &parts.headers, body).await {
             Ok(body) => table_rerun(shared, caller, &body).await,
+            Err(error) => Err((error, None)),
+        },
+        Endpoint::TableRepair => match read_json(shared, &parts.headers, body).await {
+            Ok(body) => table_repair(shared, caller, &body).await,
             Err(error) => Err((error, None)),
         },
         Endpoint::ListTasks => list_tasks(shared, &viewer, parts.uri.query()).await,
@@ -357,6 +368,103 @@ async fn table_rerun(shared: &Arc<Shared>, caller: &Identity, body: &[u8]) -> Ou
     .await
 }
 
+/// `POST table-repair`: the diff file must lie inside `server.data_dir`
+/// and be of the table named. Before the task is recorded, as the caller:
+/// the role on every node, the table alike and readable everywhere, and
+/// the privileges the mode writes with (INSERT, UPDATE, DELETE as needed)
+/// on every node that may be written; a missing one is 403 and nothing is
+/// recorded or written.
+async fn table_repair(shared: &Arc<Shared>, caller: &Identity, body: &[u8]) -> Outcome {
+    let plain = |error: Error| (error, None);
+    let request: TableRepairRequest = decode(body).map_err(plain)?;
+    let mut options = request.options(&caller.role).map_err(plain)?;
+    let mode = options.mode().map_err(|e| plain(e.into()))?;
+    let path = confine("diff_file", &request.diff_file, &shared.data_dir).map_err(plain)?;
+    let file = DiffFile::read(&path).map_err(|e| plain(e.into()))?;
+    if file.summary.schema != options.schema || file.summary.table != options.table {
+        return Err(plain(Error::InvalidField {
+            field: "table",
+            reason: format!(
+                "the diff file is of {}.{}, not of {}.{}",
+                file.summary.schema, file.summary.table, options.schema, options.table
+            ),
+        }));
+    }
+    let cluster = resolve_cluster(&shared.config, &shared.service, request.cluster.as_deref())
+        .map_err(|e| plain(e.into()))?;
+    let selection = node_selection(&request.nodes).map_err(plain)?;
+    let nodes = cluster.select(&selection).map_err(|e| plain(e.into()))?;
+    if nodes.len() < 2 {
+        return Err(plain(Error::InvalidField {
+            field: "nodes",
+            reason: format!("table-repair needs 2 or more nodes, got {}", nodes.len()),
+        }));
+    }
+    let sessions = shared
+        .sessions(&cluster, &nodes, request.dbname.as_deref())
+        .await
+        .map_err(plain)?;
+    ace_engine::preflight(
+        &sessions,
+        &options.schema,
+        &options.table,
+        Some(&caller.role),
+    )
+    .await
+    .map_err(|e| plain(e.into()))?;
+    let source = match &mode {
+        ace_engine::RepairMode::SourceOfTruth { node, .. } => Some(node.as_str()),
+        _ => None,
+    };
+    for node in sessions.nodes() {
+        if Some(node.name()) == source {
+            continue;
+        }
+        node.check_table_privileges(
+            Some(&caller.role),
+            &options.schema,
+            &options.table,
+            mode.privileges(),
+        )
+        .await
+        .map_err(|e: SessionError| plain(e.into()))?;
+    }
+    options.cluster_name = cluster.name.clone();
+
+    let node_names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    let mut parameters = json!({
+        "qualified_table": format!("{}.{}", options.schema, options.table),
+        "mode": "repair",
+        "repair_mode": mode.name(),
+        "nodes": node_names,
+        "diff_file": request.diff_file,
+        "dry_run": options.dry_run,
+        "fire_triggers": options.fire_triggers,
+        "generate_report": options.generate_report,
+        "allow_stale": options.allow_stale,
+    });
+    if let Some(source) = source {
+        parameters["source_of_truth"] = json!(source);
+    }
+    if let Some(dbname) = &request.dbname {
+        parameters["dbname"] = json!(dbname);
+    }
+    let mut new = NewTask::new(TaskType::TableRepair, &cluster.name, &caller.cn)
+        .with_table(&options.schema, &options.table)
+        .with_parameters(parameters);
+    new.role = caller.role.clone();
+    enqueue(
+        shared,
+        new,
+        Job::Repair {
+            sessions,
+            file: Box::new(file),
+            options: Box::new(options),
+        },
+    )
+    .await
+}
+
 /// Records `new` as PENDING, queues `job`, and answers upstream's 202.
 async fn enqueue(shared: &Arc<Shared>, new: NewTask, job: Job) -> Outcome {
     if shared.runner.is_stopping() {
@@ -490,6 +598,10 @@ mod tests {
         assert!(matches!(
             route(&Method::POST, "/api/v1/table-diff"),
             Ok(Endpoint::TableDiff)
+        ));
+        assert!(matches!(
+            route(&Method::POST, "/api/v1/table-repair"),
+            Ok(Endpoint::TableRepair)
         ));
         assert!(matches!(
             route(&Method::DELETE, "/api/v1/tasks/x"),

@@ -25,6 +25,7 @@
 //! |---|---|---|
 //! | POST | `/api/v1/table-diff` | 202 `{"task_id", "status": "QUEUED"}` |
 //! | POST | `/api/v1/table-rerun` | 202 `{"task_id", "status": "QUEUED"}` |
+//! | POST | `/api/v1/table-repair` | 202 `{"task_id", "status": "QUEUED"}` |
 //! | GET | `/api/v1/tasks` | `{"tasks": [...]}`, the caller's own (all for an admin CN) |
 //! | GET | `/api/v1/tasks/{task_id}` | the task, in upstream's shape |
 //! | DELETE | `/api/v1/tasks/{task_id}` | cancels it; 409 when it has finished |
@@ -47,8 +48,10 @@
 //!   an open connection stops working (401).
 //! - Before a task is recorded, the caller's role is checked on every node
 //!   (missing role or ACE not a member: 403), and so are the table and the
-//!   caller's SELECT privilege. The task's reads then run as that role, in
-//!   role-scoped transactions of `ace-session`.
+//!   caller's SELECT privilege, and for table-repair the INSERT, UPDATE and
+//!   DELETE privileges its mode writes with on every node it may write. The
+//!   task's reads and writes then run as that role, in role-scoped
+//!   transactions of `ace-session`.
 //! - A caller sees, cancels and downloads only its own tasks; another
 //!   caller's task id is 404, unless the caller's CN is an admin CN.
 //! - A path a caller names (`diff_file`) must resolve, after symbolic links
@@ -91,9 +94,14 @@
 //!
 //! # Limitations
 //!
-//! - Only table-diff and table-rerun are served; the other upstream task
-//!   endpoints (`table-repair`, `schema-diff`, `repset-diff`, `spock-diff`,
-//!   `mtree/*`) answer 404 until their engine work exists.
+//! - Only table-diff, table-rerun and table-repair are served; the other
+//!   upstream task endpoints (`schema-diff`, `repset-diff`, `spock-diff`,
+//!   `mtree/*`) answer 404 until their engine work exists. table-repair
+//!   refuses upstream's `repair_plan` and `preserve_origin`.
+//! - A repair's `task_context.repair_report` carries per-node status and
+//!   counts; the rows touched (with `generate_report`) are in the report
+//!   file (`GET tasks/{id}/report`). A repair with a rolled-back node is
+//!   FAILED, its error naming the nodes repaired and not repaired.
 //! - `max_connections` of upstream's table-diff body is not accepted: node
 //!   pools are shared by all tasks and sized from `ace.yaml`.
 //! - Reports are written for every finished diff, also when the tables
@@ -112,7 +120,7 @@ mod view;
 
 pub use api::{BASE_PATH, ROUTES, openapi};
 pub use error::{Error, Result};
-pub use request::{TableDiffRequest, TableRerunRequest};
+pub use request::{TableDiffRequest, TableRepairRequest, TableRerunRequest};
 pub use server::Server;
 pub use settings::{Limits, policy_settings, reload_policy};
 pub use transport::serve;

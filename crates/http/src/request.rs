@@ -73,6 +73,113 @@ pub struct TableRerunRequest {
     pub quiet: bool,
 }
 
+/// `POST /api/v1/table-repair`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRepairRequest {
+    /// Cluster; `default_cluster` when absent.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// `schema.table`, the table of the diff file. Required.
+    pub table: String,
+    /// A diff file inside `server.data_dir` (relative paths are relative
+    /// to it). Required.
+    pub diff_file: String,
+    /// Database, overriding the service file's `dbname`.
+    #[serde(default)]
+    pub dbname: Option<String>,
+    /// Node names; absent or empty means every node.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// The node whose rows win; required unless `bidirectional` or
+    /// `fix_nulls`.
+    #[serde(default)]
+    pub source_of_truth: Option<String>,
+    /// Report the plan; write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Only insert missing rows.
+    #[serde(default)]
+    pub insert_only: bool,
+    /// Insert and update; never delete.
+    #[serde(default)]
+    pub upsert_only: bool,
+    /// Insert-only both ways, without a source of truth.
+    #[serde(default)]
+    pub bidirectional: bool,
+    /// Fill NULL columns from a peer, both ways, without a source of truth.
+    #[serde(default)]
+    pub fix_nulls: bool,
+    /// Let triggers fire on the targets.
+    #[serde(default)]
+    pub fire_triggers: bool,
+    /// Put every row touched (before and after) in the report.
+    #[serde(default)]
+    pub generate_report: bool,
+    /// Also write rows changed on the target since the diff (ours).
+    #[serde(default)]
+    pub allow_stale: bool,
+    /// Upstream's rule-based plan: not supported, refused when set.
+    #[serde(default)]
+    pub repair_plan: Option<String>,
+    /// Upstream's origin preservation: not supported, refused when true.
+    #[serde(default)]
+    pub preserve_origin: bool,
+    /// Accepted for upstream compatibility; changes nothing.
+    #[serde(default)]
+    pub quiet: bool,
+}
+
+impl TableRepairRequest {
+    /// The engine's options for this request, run as `role`, after
+    /// checking the options make one repair mode.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidField`] for `table`, `repair_plan` or
+    /// `preserve_origin`; [`Error::Engine`] (400) naming both options of an
+    /// incompatible pair, or a missing source of truth.
+    pub(crate) fn options(&self, role: &str) -> Result<ace_engine::TableRepairOptions> {
+        if self.table.trim().is_empty() {
+            return Err(Error::InvalidField {
+                field: "table",
+                reason: "table is required".into(),
+            });
+        }
+        if self
+            .repair_plan
+            .as_deref()
+            .is_some_and(|p| !p.trim().is_empty())
+        {
+            return Err(Error::InvalidField {
+                field: "repair_plan",
+                reason: "repair plans are not supported by this server".into(),
+            });
+        }
+        if self.preserve_origin {
+            return Err(Error::InvalidField {
+                field: "preserve_origin",
+                reason: "preserving replication origins is not supported by this server".into(),
+            });
+        }
+        let (schema, table) = ace_engine::parse_qualified_name(self.table.trim())?;
+        let mut options = ace_engine::TableRepairOptions::new(&schema, &table);
+        options.source_of_truth = self.source_of_truth.clone();
+        options.dry_run = self.dry_run;
+        options.insert_only = self.insert_only;
+        options.upsert_only = self.upsert_only;
+        options.bidirectional = self.bidirectional;
+        options.fix_nulls = self.fix_nulls;
+        options.fire_triggers = self.fire_triggers;
+        options.generate_report = self.generate_report;
+        options.allow_stale = self.allow_stale;
+        options.dbname = self.dbname.clone();
+        options.role = Some(role.to_owned());
+        options.mode()?;
+        Ok(options)
+    }
+}
+
 /// Decodes a JSON body, naming the field at fault in the error.
 ///
 /// # Errors
@@ -294,6 +401,40 @@ mod tests {
         }
         let outside = dir.path().join("secret.json");
         assert!(confine("diff_file", outside.to_str().unwrap(), &data).is_err());
+    }
+
+    #[test]
+    fn repair_options_are_checked() {
+        let request: TableRepairRequest =
+            decode(br#"{"table":"public.t","diff_file":"d.json","source_of_truth":"n1"}"#).unwrap();
+        let options = request.options("api_user").unwrap();
+        assert_eq!(options.role.as_deref(), Some("api_user"));
+        assert_eq!(options.table, "t");
+        for (body, words) in [
+            (
+                r#"{"table":"t","diff_file":"d","insert_only":true,"upsert_only":true,"source_of_truth":"n1"}"#,
+                &["insert_only", "upsert_only"][..],
+            ),
+            (
+                r#"{"table":"t","diff_file":"d","bidirectional":true,"fix_nulls":true}"#,
+                &["bidirectional", "fix_nulls"][..],
+            ),
+            (r#"{"table":"t","diff_file":"d"}"#, &["source_of_truth"][..]),
+            (
+                r#"{"table":"t","diff_file":"d","fix_nulls":true,"repair_plan":"p.yaml"}"#,
+                &["repair_plan"][..],
+            ),
+        ] {
+            let request: TableRepairRequest = decode(body.as_bytes()).unwrap();
+            let error = request.options("api_user").unwrap_err();
+            assert_eq!(error.status(), http::StatusCode::BAD_REQUEST, "{body}");
+            for word in words {
+                assert!(error.to_string().contains(word), "{body}: {error}");
+            }
+        }
+        let error = decode::<TableRepairRequest>(br#"{"table":"t","diff_file":"d","dryrun":true}"#)
+            .unwrap_err();
+        assert!(error.to_string().contains("dryrun"), "{error}");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ace_config::{AceConfig, Cluster, Node, ServiceFile};
-use ace_engine::{DiffFile, DiffReport, EngineError, Progress, TableDiffOptions};
+use ace_engine::{
+    DiffFile, DiffReport, EngineError, Progress, RepairReport, TableDiffOptions, TableRepairOptions,
+};
 use ace_pki::PolicyHandle;
 use ace_session::{ClusterSession, SessionSettings};
 use ace_tasks::{INTERRUPTED_ERROR, TaskStore, Uuid};
@@ -203,6 +205,12 @@ pub(crate) enum Job {
         file: Box<DiffFile>,
         role: String,
     },
+    /// table-repair of a diff file as the caller's role (in the options).
+    Repair {
+        sessions: Arc<ClusterSession>,
+        file: Box<DiffFile>,
+        options: Box<TableRepairOptions>,
+    },
 }
 
 /// The bounded pool that runs tasks: at most `server.max_concurrent_tasks`
@@ -300,6 +308,13 @@ async fn run(shared: &Shared, id: Uuid, job: Job, progress: &Arc<Progress>) {
         } => ace_engine::table_rerun(&sessions, &file, Some(&role), progress)
             .await
             .and_then(|report| write_report(&shared.data_dir, report, "rerun-diffs")),
+        Job::Repair {
+            sessions,
+            file,
+            options,
+        } => ace_engine::table_repair(&sessions, &file, &options, progress)
+            .await
+            .and_then(|report| repair_outcome(&shared.data_dir, &report)),
     };
     let recorded = match outcome {
         Ok((summary, path)) => {
@@ -332,6 +347,20 @@ fn write_report(
     let summary = serde_json::to_value(&report.summary).unwrap_or(Value::Null);
     Ok((
         json!({ "diff_summary": summary, "diff_pairs": report.diffs.len() }),
+        path,
+    ))
+}
+
+/// Writes the repair report (every row touched when `generate_report` or a
+/// dry run) under `dir/reports/<date>/` and returns the `task_context` of a
+/// finished repair: `dry_run` and `repair_report` (upstream's shape, with
+/// per-node status and counts; rows are in the report file). A node that
+/// was rolled back fails the task, naming which nodes were repaired.
+fn repair_outcome(dir: &Path, report: &RepairReport) -> ace_engine::Result<(Value, PathBuf)> {
+    let path = report.write_json(dir)?;
+    report.check()?;
+    Ok((
+        json!({ "dry_run": report.options.dry_run, "repair_report": report.to_json(false) }),
         path,
     ))
 }
