@@ -3,26 +3,25 @@
 //! 1. **Preflight**: on every node, as the caller's role, the table exists
 //!    with the same columns, types and primary key (differences are
 //!    reported, not guessed around).
-//! 2. **Ranges**: the node with the largest planner estimate samples keys
-//!    (`TABLESAMPLE SYSTEM`, a few percent of pages at most, never a full
-//!    count) and picks boundaries about `4 × block_size` rows apart. The
-//!    first and last ranges are open, so rows beyond the sampled keys, or
-//!    that exist on one node only, are still covered. Each range is
-//!    fingerprinted in 64 sub-blocks by a hash of the key, so a group holds
-//!    about `block_size / 16` rows and scattered differences narrow fast.
-//! 3. **Hashing**, inside PostgreSQL, one scan per node (per chunk of the
-//!    key space when `concurrency_factor` allows more), all nodes at once:
-//!    per bucket, the row count and the 64-bit XOR aggregate of
-//!    `hashtextextended(ROW(...)::text, 0)` over the comparable text of each
-//!    row (see [`crate::table::Column::comparable_sql`]). A difference hides
-//!    here only if two 64-bit XORs collide (about 1 in 2^64 per bucket).
-//! 4. **Narrowing**: for groups whose counts or hashes differ between any
-//!    two nodes, each node's keys and row hashes (two independent 64-bit
-//!    hashes, 128 bits per row) are fetched, many groups per statement, and
-//!    compared in Rust. A group larger than `compare_unit_size` (a node with
-//!    many extra rows, say) is instead split by keys taken at offsets until
-//!    its parts are small. Memory stays bounded by
-//!    `compare_unit_size` and `max_diff_rows`, never by the table size.
+//! 2. **Groups and chunks**: the planner's row estimate (never a count)
+//!    sizes the work. Rows are grouped by a 64-bit hash of their key, so a
+//!    row lands in the same group on every node, about `block_size / 16`
+//!    rows a group. When `concurrency_factor` gives more than one scan per
+//!    node, the key space is cut into contiguous chunks from sampled keys
+//!    (`TABLESAMPLE SYSTEM`, a page per boundary); the first and last chunks
+//!    are open, so rows beyond the sampled keys are still covered.
+//! 3. **Hashing**, inside PostgreSQL, one scan per node and chunk, all nodes
+//!    at once: per group, the row count and the 64-bit XOR aggregate of
+//!    `hashtextextended(row text, 0)` over the comparable text of each row
+//!    (`t::text` when exact, else `ROW(...)::text` with normalised values,
+//!    see [`crate::table::Column::comparable_sql`]). A difference hides
+//!    here only if two 64-bit XORs collide (about 1 in 2^64 per group).
+//! 4. **Narrowing**: for the groups whose counts or hashes differ between
+//!    any two nodes, each node's keys and row hashes (two independent 64-bit
+//!    hashes, 128 bits per row) are fetched, many groups per statement and
+//!    at most 200,000 rows per batch, and compared key by key in Rust.
+//!    Memory is bounded by that batch size and `max_diff_rows`, never by
+//!    the table size.
 //! 5. **Rows**: the differing rows are fetched (every column as PostgreSQL's
 //!    text) and reported per node pair, in key order.
 
@@ -41,12 +40,12 @@ use crate::report::{DiffReport, DiffSummary, PairRows, RowValues};
 use crate::sql::{Key, KeyRange, TableSql};
 use crate::table::{TableInfo, check_agreement};
 
-/// Key ranges hold about this many blocks (`block_size` rows each).
-const RANGE_BLOCKS: u64 = 4;
-/// Each range is fingerprinted in this many sub-blocks, by key hash, so a
-/// group holds about `block_size / 16` rows and scattered differences
-/// narrow to few rows in one pass.
-const SUB_BLOCKS: u32 = 64;
+/// A group (the unit of the first pass) holds about `block_size / 16`
+/// rows, so scattered differences narrow to few rows in one pass.
+const GROUP_DIVISOR: u64 = 16;
+/// At most this many groups per chunk, which bounds the first pass's
+/// memory (about 40 bytes a group per node).
+const MAX_GROUPS: u64 = 1 << 18;
 /// Most rows fetched (as key and hashes) per node in one statement of
 /// pass 2.
 const GROUP_BATCH_ROWS: i64 = 200_000;
@@ -219,8 +218,8 @@ pub async fn table_diff(
         progress,
     };
 
-    // Boundaries, from the node with the largest estimate (never analysed:
-    // a guess from the size on disk).
+    // How big the table is, from the node with the largest estimate
+    // (never analysed: a guess from the size on disk).
     let (sample_node, estimate, pages) = infos
         .iter()
         .enumerate()
@@ -234,38 +233,56 @@ pub async fn table_diff(
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap_or((0, 0.0, 0));
-    let boundaries = ctx
-        .boundaries(
-            &nodes[sample_node],
-            estimate,
-            pages,
-            options.block_size.saturating_mul(RANGE_BLOCKS),
-        )
-        .await?;
-    progress.check()?;
-    tracing::debug!(elapsed = ?started.elapsed(), boundaries = boundaries.len(), whole_row, "ranges planned");
 
-    // Pass 1: group fingerprints on every node.
+    // Chunks: contiguous key ranges scanned in parallel on each node when
+    // the machine has the cores for it; the first and last are open, so
+    // rows beyond the sampled keys are covered.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
     let chunks = ((options.concurrency_factor * cpus) / nodes.len() as f64)
         .floor()
         .max(1.0) as usize;
-    let buckets = boundaries.len() + 1;
-    progress.add_total(buckets as u64);
+    let boundaries = if chunks > 1 {
+        let per_chunk = (estimate / chunks as f64).ceil().max(1.0) as u64;
+        ctx.boundaries(&nodes[sample_node], estimate, pages, per_chunk)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let ranges: Vec<KeyRange> = (0..=boundaries.len())
+        .map(|i| KeyRange {
+            lo: (i > 0).then(|| boundaries[i - 1].clone()),
+            hi: boundaries.get(i).cloned(),
+        })
+        .collect();
+    let group_rows = (options.block_size / GROUP_DIVISOR).max(1);
+    let groups_wanted = (estimate / ranges.len() as f64 / group_rows as f64).ceil() as u64;
+    let mask = groups_wanted.clamp(1, MAX_GROUPS).next_power_of_two() - 1;
+    progress.check()?;
+    tracing::debug!(
+        elapsed = ?started.elapsed(),
+        chunks = ranges.len(),
+        groups = mask + 1,
+        whole_row,
+        "planned"
+    );
+
+    // Pass 1: group fingerprints on every node, every chunk at once.
+    progress.add_total(ranges.len() as u64);
     let per_node = try_join_all(
         nodes
             .iter()
-            .map(|node| ctx.bucket_fingerprints(node, &boundaries, chunks)),
+            .map(|node| ctx.group_fingerprints(node, &ranges, mask)),
     )
     .await?;
-    progress.add_done(buckets as u64);
+    progress.add_done(ranges.len() as u64);
 
     // Which groups differ between any two nodes, and their largest count.
-    let all_groups: BTreeSet<(i32, i32)> = per_node
+    let all_groups: BTreeSet<(usize, i64)> = per_node
         .iter()
         .flat_map(|fps| fps.keys().copied())
         .collect();
-    let mut mismatched: Vec<((i32, i32), i64)> = Vec::new();
+    let mut mismatched: Vec<((usize, i64), i64)> = Vec::new();
+    let mismatched_groups;
     for group in all_groups {
         let fps: Vec<Fingerprint> = per_node
             .iter()
@@ -276,114 +293,49 @@ pub async fn table_diff(
             mismatched.push((group, largest));
         }
     }
-    let mismatched_buckets: BTreeSet<i32> = mismatched.iter().map(|((b, _), _)| *b).collect();
-    tracing::debug!(
-        elapsed = ?started.elapsed(),
-        groups = mismatched.len(),
-        buckets = mismatched_buckets.len(),
-        "groups hashed"
-    );
+    drop(per_node);
+    mismatched_groups = mismatched.len();
+    tracing::debug!(elapsed = ?started.elapsed(), groups = mismatched.len(), "groups hashed");
 
-    // Pass 2: compare the rows of mismatched groups. Small groups go in
-    // batches (one scan per node per batch, returning only their rows);
-    // a group too big for memory is narrowed by key range instead.
+    // Pass 2: the rows of mismatched groups, in batches of at most
+    // GROUP_BATCH_ROWS rows per node (one scan per chunk and batch),
+    // compared key by key in Rust.
     let pairs: Vec<(usize, usize)> = (0..nodes.len())
         .flat_map(|a| ((a + 1)..nodes.len()).map(move |b| (a, b)))
         .collect();
     let mut collector = Collector::new(&pairs, options.max_diff_rows);
-    let unit = options.compare_unit_size as i64;
-    let bucket_range = |bucket: i32| -> KeyRange {
-        let i = bucket as usize;
-        KeyRange {
-            lo: (i > 0).then(|| boundaries[i - 1].clone()),
-            hi: boundaries.get(i).cloned(),
-        }
-    };
-    let mut big_buckets: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut group_batches: Vec<Vec<(i32, i32)>> = Vec::new();
-    let mut batch: Vec<(i32, i32)> = Vec::new();
+    let batch_rows = (options.compare_unit_size as i64).max(GROUP_BATCH_ROWS);
+    let mut batches: Vec<(usize, Vec<i64>)> = Vec::new();
     let mut rows_in_batch = 0;
-    let batch_rows = unit.max(GROUP_BATCH_ROWS);
-    for &(group, largest) in &mismatched {
-        if largest > unit {
-            *big_buckets.entry(group.0).or_default() += largest;
-            continue;
+    for ((chunk, group), largest) in mismatched {
+        match batches.last_mut() {
+            Some((last_chunk, groups))
+                if *last_chunk == chunk && rows_in_batch + largest <= batch_rows =>
+            {
+                groups.push(group);
+                rows_in_batch += largest;
+            }
+            _ => {
+                batches.push((chunk, vec![group]));
+                rows_in_batch = largest;
+            }
         }
-        if !batch.is_empty() && rows_in_batch + largest > batch_rows {
-            group_batches.push(std::mem::take(&mut batch));
-            rows_in_batch = 0;
-        }
-        rows_in_batch += largest;
-        batch.push(group);
     }
-    if !batch.is_empty() {
-        group_batches.push(batch);
-    }
-    progress.add_total((group_batches.len() + big_buckets.len()) as u64);
-    let group_batches = group_batches;
-    for batch in group_batches {
+    progress.add_total(batches.len() as u64);
+    for (chunk, groups) in batches {
         progress.check()?;
         if collector.full() {
             break;
         }
+        let range = &ranges[chunk];
         let hashes = try_join_all(
             nodes
                 .iter()
-                .map(|node| ctx.group_row_hashes(node, &boundaries, &batch)),
+                .map(|node| ctx.group_row_hashes(node, range, mask, &groups)),
         )
         .await?;
         collector.compare(&hashes);
         progress.add_done(1);
-    }
-
-    // Big groups: split their buckets by key until small, then compare.
-    let mut queue: Vec<(KeyRange, i64)> = big_buckets
-        .into_iter()
-        .map(|(bucket, rows)| (bucket_range(bucket), rows))
-        .collect();
-    let mut small: Vec<(KeyRange, i64)> = Vec::new();
-    while let Some((range, largest)) = queue.pop() {
-        progress.check()?;
-        if largest > unit {
-            let parts = ctx
-                .split(nodes, &range, largest, options.compare_unit_size)
-                .await?;
-            progress.add_total(parts.len() as u64);
-            queue.extend(parts);
-            progress.add_done(1);
-        } else {
-            small.push((range, largest));
-        }
-    }
-    // Bounded ranges go in batches, one statement per node per batch;
-    // the open-ended first and last ranges go alone.
-    small.sort_by(|a, b| a.0.lo.cmp(&b.0.lo));
-    let mut batch: Vec<KeyRange> = Vec::new();
-    let mut rows_in_batch = 0;
-    let mut batches: Vec<Vec<KeyRange>> = Vec::new();
-    for (range, largest) in small {
-        if range.lo.is_none() || range.hi.is_none() {
-            batches.push(vec![range]);
-            continue;
-        }
-        if !batch.is_empty() && rows_in_batch + largest > unit.max(20_000) {
-            batches.push(std::mem::take(&mut batch));
-            rows_in_batch = 0;
-        }
-        rows_in_batch += largest;
-        batch.push(range);
-    }
-    if !batch.is_empty() {
-        batches.push(batch);
-    }
-    for batch in batches {
-        progress.check()?;
-        if collector.full() {
-            break;
-        }
-        let hashes =
-            try_join_all(nodes.iter().map(|node| ctx.batch_row_hashes(node, &batch))).await?;
-        collector.compare(&hashes);
     }
 
     tracing::debug!(elapsed = ?started.elapsed(), "rows compared");
@@ -446,8 +398,8 @@ pub async fn table_diff(
             diff_rows_count: counts,
             diff_row_limit_reached: limit_reached,
             total_rows_checked: estimate.max(0.0) as i64,
-            initial_ranges_count: buckets as u64,
-            mismatched_ranges_count: mismatched_buckets.len() as u64,
+            initial_ranges_count: ranges.len() as u64,
+            mismatched_ranges_count: mismatched_groups as u64,
             primary_key: table.primary_key.clone(),
             columns: table
                 .columns
@@ -564,44 +516,22 @@ impl Ctx<'_> {
         Ok(boundaries)
     }
 
-    async fn bucket_fingerprints(
+    /// Pass 1 on one node: fingerprints per (chunk, group).
+    async fn group_fingerprints(
         &self,
         node: &NodeSession,
-        boundaries: &[Key],
-        chunks: usize,
-    ) -> Result<HashMap<(i32, i32), Fingerprint>> {
-        // Contiguous chunks of the bucket space, scanned in parallel.
-        let chunks = chunks.min(boundaries.len() + 1).max(1);
-        let per_chunk = (boundaries.len() + 1).div_ceil(chunks);
-        let ranges: Vec<KeyRange> = (0..chunks)
-            .map(|c| {
-                let first = c * per_chunk;
-                let last = ((c + 1) * per_chunk).min(boundaries.len() + 1);
-                KeyRange {
-                    lo: (first > 0).then(|| boundaries[first - 1].clone()),
-                    hi: (last <= boundaries.len() && c + 1 < chunks)
-                        .then(|| boundaries[last - 1].clone()),
-                }
-            })
-            .collect();
-        let parts = try_join_all(ranges.iter().map(|range| async move {
-            let (sql, array_binds) =
-                self.sql
-                    .bucket_hashes(boundaries.len(), range, SUB_BLOCKS - 1);
+        ranges: &[KeyRange],
+        mask: u64,
+    ) -> Result<HashMap<(usize, i64), Fingerprint>> {
+        let parts = try_join_all(ranges.iter().enumerate().map(|(chunk, range)| async move {
+            let sql = self.sql.group_hashes(range, mask);
             let mut query = sqlx::query(&sql);
-            if array_binds > 0 {
-                for column in 0..self.sql.key_len() {
-                    let values: Vec<String> =
-                        boundaries.iter().map(|key| key[column].clone()).collect();
-                    query = query.bind(values);
-                }
-            }
             for value in self.sql.range_binds(range) {
                 query = query.bind(value);
             }
             let mut tx = node.begin(self.scope).await?;
             // The planner cannot know how few groups there are and would
-            // sort a million rows to disk; hash them in memory instead.
+            // sort every row to disk; hash them in memory instead.
             for setting in ["SET LOCAL enable_sort = off", "SET LOCAL work_mem = '64MB'"] {
                 sqlx::query(setting)
                     .execute(tx.conn())
@@ -615,18 +545,18 @@ impl Ctx<'_> {
             tx.commit().await?;
             let mut out = HashMap::with_capacity(rows.len());
             for row in rows {
-                let read = || -> Result<((i32, i32), Fingerprint), sqlx::Error> {
+                let read = || -> Result<(i64, Fingerprint), sqlx::Error> {
                     Ok((
-                        (row.try_get(0)?, row.try_get(1)?),
+                        row.try_get(0)?,
                         Fingerprint {
-                            count: row.try_get(2)?,
-                            h0: row.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
+                            count: row.try_get(1)?,
+                            h0: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
                             h1: 0,
                         },
                     ))
                 };
-                let (bucket, fp) = read().map_err(|e| EngineError::query(node.name(), e))?;
-                out.insert(bucket, fp);
+                let (group, fp) = read().map_err(|e| EngineError::query(node.name(), e))?;
+                out.insert((chunk, group), fp);
             }
             Ok::<_, EngineError>(out)
         }))
@@ -634,201 +564,22 @@ impl Ctx<'_> {
         Ok(parts.into_iter().flatten().collect())
     }
 
-    /// Keys and row hashes of the rows in `groups` (bucket, sub-block), in
-    /// one scan of the node's table.
+    /// Pass 2 on one node: keys and row hashes of the rows of `groups` in
+    /// `range`, in one scan.
     async fn group_row_hashes(
         &self,
         node: &NodeSession,
-        boundaries: &[Key],
-        groups: &[(i32, i32)],
+        range: &KeyRange,
+        mask: u64,
+        groups: &[i64],
     ) -> Result<HashMap<Key, (i64, i64)>> {
         self.progress.check()?;
-        let sql = self.sql.group_row_hashes(boundaries.len(), SUB_BLOCKS - 1);
-        let mut query = sqlx::query(&sql);
-        if !boundaries.is_empty() {
-            for column in 0..self.sql.key_len() {
-                let values: Vec<String> =
-                    boundaries.iter().map(|key| key[column].clone()).collect();
-                query = query.bind(values);
-            }
-        }
-        let buckets: Vec<i32> = groups.iter().map(|g| g.0).collect();
-        let subs: Vec<i32> = groups.iter().map(|g| g.1).collect();
-        query = query.bind(buckets).bind(subs);
-        let mut tx = node.begin(self.scope).await?;
-        let rows = query
-            .fetch_all(tx.conn())
-            .await
-            .map_err(|e| EngineError::query(node.name(), e))?;
-        tx.commit().await?;
-        let n = self.sql.key_len();
-        let mut out = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let read = || -> Result<(Key, (i64, i64)), sqlx::Error> {
-                Ok((key_of(&row, 0, n)?, (row.try_get(n)?, row.try_get(n + 1)?)))
-            };
-            let (key, hashes) = read().map_err(|e| EngineError::query(node.name(), e))?;
-            out.insert(key, hashes);
-        }
-        Ok(out)
-    }
-
-    /// Splits a mismatched range into parts of about `unit` rows, by keys
-    /// at offsets on the node that has the most rows there; each part is
-    /// returned with its largest count across nodes.
-    async fn split(
-        &self,
-        nodes: &[NodeSession],
-        range: &KeyRange,
-        largest: i64,
-        unit: u64,
-    ) -> Result<Vec<(KeyRange, i64)>> {
-        let counts = try_join_all(nodes.iter().map(|node| self.range_count(node, range))).await?;
-        let (biggest, &count) = counts
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, c)| **c)
-            .unwrap_or((0, &largest));
-        let parts = (count as u64).div_ceil(unit).clamp(2, 64);
-        let (sql, offset_bind) = self.sql.key_at_offset(range);
-        let node = &nodes[biggest];
-        let mut tx = node.begin(self.scope).await?;
-        let mut cuts: Vec<Key> = Vec::new();
-        for i in 1..parts {
-            let offset = (count as u64 * i / parts) as i64;
-            let mut query = sqlx::query(&sql);
-            for value in self.sql.range_binds(range) {
-                query = query.bind(value);
-            }
-            debug_assert_eq!(offset_bind, self.sql.range_binds(range).len() + 1);
-            query = query.bind(offset);
-            if let Some(row) = query
-                .fetch_optional(tx.conn())
-                .await
-                .map_err(|e| EngineError::query(node.name(), e))?
-            {
-                let key = key_of(&row, 0, self.sql.key_len())
-                    .map_err(|e| EngineError::query(node.name(), e))?;
-                if cuts.last() != Some(&key) && range.lo.as_ref() != Some(&key) {
-                    cuts.push(key);
-                }
-            }
-        }
-        tx.commit().await?;
-        if cuts.is_empty() {
-            // Cannot split further (one key); compare it as it is.
-            return Ok(vec![(range.clone(), 0)]);
-        }
-        let mut bounds: Vec<Option<Key>> = vec![range.lo.clone()];
-        bounds.extend(cuts.into_iter().map(Some));
-        bounds.push(range.hi.clone());
-        let parts: Vec<KeyRange> = bounds
-            .windows(2)
-            .map(|w| KeyRange {
-                lo: w[0].clone(),
-                hi: w[1].clone(),
-            })
-            .collect();
-        // Re-fingerprint the parts; keep only those that differ.
-        let mut out = Vec::new();
-        for part in parts {
-            let fps =
-                try_join_all(nodes.iter().map(|node| self.range_fingerprint(node, &part))).await?;
-            if fps.iter().any(|fp| *fp != fps[0]) {
-                let largest = fps.iter().map(|fp| fp.count).max().unwrap_or(0);
-                out.push((part, largest));
-            }
-        }
-        Ok(out)
-    }
-
-    async fn range_count(&self, node: &NodeSession, range: &KeyRange) -> Result<i64> {
-        Ok(self.range_fingerprint(node, range).await?.count)
-    }
-
-    async fn range_fingerprint(&self, node: &NodeSession, range: &KeyRange) -> Result<Fingerprint> {
-        let sql = self.sql.range_hash(range);
+        let sql = self.sql.group_row_hashes(range, mask);
         let mut query = sqlx::query(&sql);
         for value in self.sql.range_binds(range) {
             query = query.bind(value);
         }
-        let mut tx = node.begin(self.scope).await?;
-        let row = query
-            .fetch_one(tx.conn())
-            .await
-            .map_err(|e| EngineError::query(node.name(), e))?;
-        tx.commit().await?;
-        let read = || -> Result<Fingerprint, sqlx::Error> {
-            Ok(Fingerprint {
-                count: row.try_get(0)?,
-                h0: row.try_get::<Option<i64>, _>(1)?.unwrap_or(0),
-                h1: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
-            })
-        };
-        read().map_err(|e| EngineError::query(node.name(), e))
-    }
-
-    /// Row hashes of every range of `batch` (bounded ranges in one
-    /// statement; a single open-ended range on its own).
-    async fn batch_row_hashes(
-        &self,
-        node: &NodeSession,
-        batch: &[KeyRange],
-    ) -> Result<HashMap<Key, (i64, i64)>> {
-        if let [range] = batch
-            && (range.lo.is_none() || range.hi.is_none())
-        {
-            return self.row_hashes(node, range).await;
-        }
-        let sql = self.sql.row_hashes_for_ranges();
-        let n = self.sql.key_len();
-        let mut query = sqlx::query(&sql);
-        for side in 0..2 {
-            for column in 0..n {
-                let values: Vec<String> = batch
-                    .iter()
-                    .map(|range| {
-                        let bound = if side == 0 { &range.lo } else { &range.hi };
-                        bound
-                            .as_ref()
-                            .map(|key| key[column].clone())
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                query = query.bind(values);
-            }
-        }
-        let mut tx = node.begin(self.scope).await?;
-        let rows = query
-            .fetch_all(tx.conn())
-            .await
-            .map_err(|e| EngineError::query(node.name(), e))?;
-        tx.commit().await?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let read = || -> Result<(Key, (i64, i64)), sqlx::Error> {
-                Ok((
-                    key_of(&row, 1, n)?,
-                    (row.try_get(n + 1)?, row.try_get(n + 2)?),
-                ))
-            };
-            let (key, hashes) = read().map_err(|e| EngineError::query(node.name(), e))?;
-            out.insert(key, hashes);
-        }
-        Ok(out)
-    }
-
-    async fn row_hashes(
-        &self,
-        node: &NodeSession,
-        range: &KeyRange,
-    ) -> Result<HashMap<Key, (i64, i64)>> {
-        self.progress.check()?;
-        let sql = self.sql.row_hashes(range);
-        let mut query = sqlx::query(&sql);
-        for value in self.sql.range_binds(range) {
-            query = query.bind(value);
-        }
+        query = query.bind(groups.to_vec());
         let mut tx = node.begin(self.scope).await?;
         let rows = query
             .fetch_all(tx.conn())

@@ -178,9 +178,12 @@ async fn rows_on_one_node_only_anywhere_in_the_key_range() {
     )
     .await;
     let sessions = sessions(&cluster).await;
-    for block_size in [1, 7, 100, 1000] {
+    // Several group sizes, and chunked scans (concurrency 4 cuts the key
+    // space into sampled ranges, open at both ends).
+    for (block_size, concurrency) in [(1, 1.0), (7, 4.0), (100, 1.0), (1000, 4.0), (16, 3.0)] {
         let mut options = TableDiffOptions::new("public", "t");
         options.block_size = block_size;
+        options.concurrency_factor = concurrency;
         options.compare_unit_size = 50;
         let report = table_diff(&sessions, &options, &Progress::new())
             .await
