@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod config_cmd;
+mod demo_cmd;
 mod doctor_cmd;
 mod engine_cmd;
 mod pki_cmd;
@@ -55,6 +56,10 @@ enum Command {
     /// Repair a table from a diff file (source of truth, insert/upsert-only,
     /// bidirectional, fix-nulls; dry run and report).
     TableRepair(repair_cmd::TableRepairArgs),
+    /// Run the whole chain on this machine: certificates, PostgreSQL nodes
+    /// with client-certificate authentication, drift, the API server, and
+    /// a diff, repair and check as api_user over mutual TLS.
+    Demo(demo_cmd::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
         Command::TableDiff(args) => engine_cmd::run_table_diff(args),
         Command::TableRerun(args) => engine_cmd::run_table_rerun(args),
         Command::TableRepair(args) => repair_cmd::run(args),
+        Command::Demo(args) => demo_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,501 @@
+//! The demo's PostgreSQL nodes: found, initialised, configured as the
+//! certificates guide says, started with `pg_ctl` and stopped again.
+//!
+//! Every node is started under a watchdog: a small `sh` whose standard input
+//! is a pipe from this process. When the pipe closes (the demo ends, fails,
+//! panics or is killed, `SIGKILL` included) the watchdog runs `pg_ctl stop`.
+//! Writing `keep` to the pipe first lets the watchdog exit and leaves the
+//! server running (`--keep`); the server is daemonised by `pg_ctl`, so it
+//! outlives the demo either way.
+//!
+//! As root, every server program runs as the `postgres` OS user (initdb and
+//! the server refuse root), and the node folders are handed to that user.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
+
+/// The bootstrap superuser every node is initialised with.
+const SUPERUSER: &str = "postgres";
+
+/// The watchdog: `$1` pg_ctl, `$2` data directory. It waits for a line on
+/// stdin (or its end); anything but `keep` stops the server.
+const WATCHDOG: &str = r#"
+read -r word || word=
+[ "$word" = keep ] && exit 0
+exec "$1" stop -D "$2" -m fast -w -t 60 >/dev/null 2>&1
+"#;
+
+/// PostgreSQL server binaries.
+#[derive(Debug, Clone)]
+pub(crate) struct PgBinaries {
+    /// The folder holding `initdb`, `postgres` and `pg_ctl`.
+    pub bindir: PathBuf,
+}
+
+impl PgBinaries {
+    /// Finds the server binaries the way the test kit does: `initdb` on
+    /// `PATH`, else `pg_config --bindir`, else the newest
+    /// `/usr/lib/postgresql/*/bin`.
+    pub fn find() -> anyhow::Result<Self> {
+        let complete = |dir: &Path| {
+            ["initdb", "postgres", "pg_ctl"]
+                .iter()
+                .all(|program| dir.join(program).is_file())
+        };
+        let on_path = std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .find(|dir| complete(dir));
+        let from_pg_config = || {
+            let out = Command::new("pg_config").arg("--bindir").output().ok()?;
+            let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+            complete(&dir).then_some(dir)
+        };
+        let newest_debian = || {
+            let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()?
+                .filter_map(|entry| {
+                    let entry = entry.ok()?;
+                    let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+                    let bin = entry.path().join("bin");
+                    complete(&bin).then_some((version, bin))
+                })
+                .collect();
+            dirs.sort();
+            dirs.pop().map(|(_, dir)| dir)
+        };
+        let Some(bindir) = on_path.or_else(from_pg_config).or_else(newest_debian) else {
+            bail!(
+                "the demo needs the PostgreSQL server binaries (initdb, postgres, pg_ctl), \
+                 and none were found on PATH, through `pg_config --bindir`, or in \
+                 /usr/lib/postgresql/*/bin.\n\
+                 Install them and retry:\n  \
+                 Debian/Ubuntu: sudo apt-get install postgresql   (or run scripts/setup.sh)\n  \
+                 Fedora/RHEL:   sudo dnf install postgresql-server\n  \
+                 macOS:         brew install postgresql\n\
+                 or put the folder that holds initdb on PATH."
+            );
+        };
+        // Resolve symlinks (/usr/local/bin/initdb -> /usr/lib/postgresql/..)
+        // so initdb finds its sibling programs and share files.
+        let initdb = std::fs::canonicalize(bindir.join("initdb"))
+            .with_context(|| format!("resolving {}", bindir.join("initdb").display()))?;
+        let resolved = initdb.parent().map(Path::to_path_buf).unwrap_or(bindir);
+        Ok(PgBinaries { bindir: resolved })
+    }
+
+    /// `bindir/<program>`.
+    pub fn program(&self, program: &str) -> PathBuf {
+        self.bindir.join(program)
+    }
+
+    /// `psql`, beside the server binaries or on `PATH`, when installed.
+    pub fn psql(&self) -> Option<PathBuf> {
+        let beside = self.program("psql");
+        if beside.is_file() {
+            return Some(beside);
+        }
+        std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|dir| dir.join("psql"))
+            .find(|path| path.is_file())
+    }
+}
+
+/// The OS user the servers run as: ourselves, or `postgres` when root.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunAs {
+    ids: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+}
+
+impl RunAs {
+    pub fn detect() -> anyhow::Result<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(RunAs { ids: None });
+        }
+        let Some(user) = nix::unistd::User::from_name(SUPERUSER).ok().flatten() else {
+            bail!(
+                "running as root, the demo starts PostgreSQL as the OS user `postgres` \
+                 (initdb refuses root), and there is none; install the `postgresql` \
+                 package, which creates it, or run the demo as an ordinary user"
+            );
+        };
+        Ok(RunAs {
+            ids: Some((user.uid, user.gid)),
+        })
+    }
+
+    /// Whether the servers run as another user (we are root).
+    pub fn is_other_user(&self) -> bool {
+        self.ids.is_some()
+    }
+
+    /// A command that runs as the servers' user.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        if let Some((uid, gid)) = self.ids {
+            command.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        command
+    }
+
+    /// Gives `path` to the servers' user (nothing unless we are root).
+    pub fn hand_over(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some((uid, gid)) = self.ids {
+            std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw()))
+                .with_context(|| format!("handing {} to the postgres OS user", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Fails, saying why, when the servers' user cannot enter `dir` (as
+    /// root, a parent such as /root may be closed to `postgres`).
+    pub fn check_reaches(&self, dir: &Path) -> anyhow::Result<()> {
+        if self.ids.is_none() {
+            return Ok(());
+        }
+        let status = self
+            .command("/bin/sh")
+            .args(["-c", "cd \"$1\"", "ace-demo-check"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir("/")
+            .status()
+            .context("running /bin/sh as the postgres OS user")?;
+        if !status.success() {
+            bail!(
+                "the postgres OS user cannot enter {} (a parent directory is closed to \
+                 it); choose a --dir it can reach, such as /tmp/ace-demo, or open the \
+                 parents with `chmod o+x`",
+                dir.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Files every node's configuration names.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeTls {
+    /// Server certificate and key, written into the node folder.
+    pub server_cert_pem: Vec<u8>,
+    pub server_key_pem: Vec<u8>,
+    /// The CA certificate that signed ACE's client certificate.
+    pub ca_pem: Vec<u8>,
+    /// The CA's CRL.
+    pub crl_pem: Vec<u8>,
+}
+
+/// One demo node.
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub name: String,
+    pub port: u16,
+    /// `<dir>/nodes/<name>`: data directory, certificates, socket, log.
+    pub folder: PathBuf,
+    watchdog: Option<(Child, ChildStdin)>,
+}
+
+impl Node {
+    pub fn data_dir(&self) -> PathBuf {
+        self.folder.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.folder.join("postgres.log")
+    }
+
+    /// The bootstrap superuser over the node's Unix socket, which only the
+    /// servers' OS user (and root) can reach.
+    pub fn superuser_options(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .socket(&self.folder)
+            .port(self.port)
+            .database(database)
+            .username(SUPERUSER)
+            .disable_statement_logging()
+    }
+
+    /// Runs `sql` as the superuser in `database`.
+    pub async fn execute_as_superuser(&self, database: &str, sql: &str) -> anyhow::Result<()> {
+        let mut conn = PgConnection::connect_with(&self.superuser_options(database))
+            .await
+            .with_context(|| format!("connecting to node {} as {SUPERUSER}", self.name))?;
+        conn.execute(sql)
+            .await
+            .with_context(|| format!("node {}: set-up SQL failed", self.name))?;
+        conn.close().await?;
+        Ok(())
+    }
+
+    /// Stops the server: closes the watchdog's pipe and waits for its
+    /// `pg_ctl stop`. A server that does not stop in time is killed.
+    pub fn stop(&mut self) {
+        if let Some((child, stdin)) = self.watchdog.take() {
+            drop(stdin);
+            self.wait_watchdog(child, true);
+        }
+    }
+
+    /// Leaves the server running after the demo exits (`--keep`).
+    pub fn release(&mut self) {
+        if let Some((child, mut stdin)) = self.watchdog.take() {
+            let _ = stdin.write_all(b"keep\n");
+            drop(stdin);
+            self.wait_watchdog(child, false);
+        }
+    }
+
+    fn wait_watchdog(&self, mut child: Child, kill_on_timeout: bool) {
+        let deadline = Instant::now() + Duration::from_secs(70);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) if Instant::now() > deadline => {
+                    if kill_on_timeout {
+                        self.kill_postmaster();
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Last resort: SIGKILL the postmaster named in `postmaster.pid`.
+    fn kill_postmaster(&self) {
+        let pid = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok());
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    fn tail_log(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs initdb for every folder at once (each takes about a second).
+pub(crate) fn init_all(
+    binaries: &PgBinaries,
+    run_as: RunAs,
+    folders: &[(String, PathBuf)],
+) -> anyhow::Result<()> {
+    let mut running = Vec::new();
+    for (name, folder) in folders {
+        let child = run_as
+            .command(binaries.program("initdb"))
+            .arg("-D")
+            .arg(folder.join("data"))
+            .args(["-U", SUPERUSER, "-A", "reject", "-E", "UTF8", "--no-locale"])
+            .args(["--no-sync", "--no-instructions"])
+            .current_dir(folder)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {}", binaries.program("initdb").display()))?;
+        running.push((name, child));
+    }
+    for (name, child) in running {
+        let out = child.wait_with_output().context("waiting for initdb")?;
+        if !out.status.success() {
+            bail!(
+                "initdb for node {name} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes the node's certificates and configuration, then starts it on a
+/// free loopback port under a watchdog and waits until it accepts
+/// connections.
+pub(crate) async fn start(
+    binaries: &PgBinaries,
+    run_as: RunAs,
+    name: &str,
+    folder: &Path,
+    tls: &NodeTls,
+) -> anyhow::Result<Node> {
+    for (file, contents, mode) in [
+        ("server.crt", &tls.server_cert_pem, 0o644),
+        ("server.key", &tls.server_key_pem, 0o600),
+        ("ca.crt", &tls.ca_pem, 0o644),
+        ("root.crl", &tls.crl_pem, 0o644),
+    ] {
+        let path = folder.join(file);
+        super::write_file(&path, contents, mode)?;
+        run_as.hand_over(&path)?;
+    }
+    write_access_files(&folder.join("data"))?;
+
+    // A port picked now may be taken before the server binds it; try a few.
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = super::free_port()?;
+        write_settings(folder, port)?;
+        let mut node = Node {
+            name: name.to_owned(),
+            port,
+            folder: folder.to_path_buf(),
+            watchdog: None,
+        };
+        // The watchdog first, so no moment exists where a started server
+        // would outlive a demo killed right then.
+        let mut watchdog = run_as
+            .command("/bin/sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("ace-demo-watchdog")
+            .arg(binaries.program("pg_ctl"))
+            .arg(node.data_dir())
+            .current_dir(folder)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: Ctrl-C at the terminal reaches the
+            // demo, whose exit then closes the pipe.
+            .process_group(0)
+            .spawn()
+            .context("starting the watchdog shell")?;
+        let stdin = watchdog
+            .stdin
+            .take()
+            .context("the watchdog shell has no stdin pipe")?;
+        node.watchdog = Some((watchdog, stdin));
+
+        let out = run_as
+            .command(binaries.program("pg_ctl"))
+            .arg("start")
+            .arg("-D")
+            .arg(node.data_dir())
+            .arg("-l")
+            .arg(node.log_path())
+            .args(["-w", "-t", "60", "-s"])
+            .current_dir(folder)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .with_context(|| format!("running {}", binaries.program("pg_ctl").display()))?;
+        if out.status.success() {
+            wait_ready(&node).await?;
+            return Ok(node);
+        }
+        let log = node.tail_log();
+        node.stop();
+        let _ = std::fs::remove_file(node.data_dir().join("postmaster.pid"));
+        if !(log.contains("could not bind") || log.contains("could not create any TCP/IP")) {
+            bail!(
+                "node {name} did not start ({}):\n{log}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        last = log;
+    }
+    bail!("node {name} found no free port in 5 tries:\n{last}")
+}
+
+async fn wait_ready(node: &Node) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        match PgConnection::connect_with(&node.superuser_options("postgres")).await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                return Ok(());
+            }
+            Err(_) if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => bail!(
+                "node {} accepts no connections on its socket: {error}\n{}",
+                node.name,
+                node.tail_log()
+            ),
+        }
+    }
+}
+
+/// `postgresql.conf`: appended once per try; the last `port` wins.
+fn write_settings(folder: &Path, port: u16) -> anyhow::Result<()> {
+    let quote = |path: &Path| path.display().to_string().replace('\'', "''");
+    let conf = format!(
+        "\n# ace-admin demo: the certificates guide's settings\n\
+         listen_addresses = '127.0.0.1'\n\
+         port = {port}\n\
+         unix_socket_directories = '{socket}'\n\
+         unix_socket_permissions = 0700\n\
+         ssl = on\n\
+         ssl_cert_file = '{cert}'\n\
+         ssl_key_file = '{key}'\n\
+         ssl_ca_file = '{ca}'\n\
+         ssl_crl_file = '{crl}'\n\
+         max_connections = 100\n\
+         shared_buffers = 64MB\n\
+         fsync = off\n\
+         synchronous_commit = off\n\
+         full_page_writes = off\n\
+         log_line_prefix = '%m [%p] %q%u@%d '\n\
+         log_connections = on\n",
+        socket = quote(folder),
+        cert = quote(&folder.join("server.crt")),
+        key = quote(&folder.join("server.key")),
+        ca = quote(&folder.join("ca.crt")),
+        crl = quote(&folder.join("root.crl")),
+    );
+    let path = folder.join("data").join("postgresql.conf");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.write_all(conf.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// `pg_hba.conf` and `pg_ident.conf`, as the guide writes them. The one
+/// `local` line lets the demo set the node up over a socket that only the
+/// servers' OS user can reach.
+fn write_access_files(data: &Path) -> anyhow::Result<()> {
+    let hba = "# ace-admin demo: client certificates, mapped to roles (the guide's)\n\
+               local     all  postgres                trust\n\
+               hostssl   all  all       127.0.0.1/32  cert clientcert=verify-full clientname=DN map=ace_cert_map\n\
+               hostssl   all  all       ::1/128       cert clientcert=verify-full clientname=DN map=ace_cert_map\n";
+    let ident = "# MAPNAME     SYSTEM-USERNAME   PG-USERNAME\n\
+                 ace_cert_map  \"CN=ace_user\"     ace_user\n\
+                 ace_cert_map  \"CN=api_user\"     api_user\n\
+                 ace_cert_map  \"CN=admin_user\"   admin_user\n";
+    for (file, text) in [("pg_hba.conf", hba), ("pg_ident.conf", ident)] {
+        let path = data.join(file);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
