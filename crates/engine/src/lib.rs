@@ -3,7 +3,10 @@
 //! table-diff ([`table_diff`]) finds the rows that differ between nodes;
 //! table-rerun ([`table_rerun`]) re-checks exactly the rows of a diff file;
 //! table-repair ([`table_repair`]) makes the nodes of a diff file agree,
-//! from a source of truth or both ways, writing as the caller's role.
+//! from a source of truth or both ways, writing as the caller's role;
+//! schema-diff ([`schema_diff`]) compares a schema's object definitions and
+//! table-diffs its tables; repset-diff ([`repset_diff`]) table-diffs the
+//! tables of a replication set (Spock's, or a publication).
 //! All are written against role-scoped sessions from `ace-session`: every
 //! statement runs in a transaction (read-only, except a repair's writes) as
 //! the caller's role (or ACE's own user from the CLI), and nothing here
@@ -31,6 +34,7 @@ mod html;
 mod repair;
 pub mod report;
 mod rerun;
+mod schema;
 mod sql;
 pub mod table;
 
@@ -42,4 +46,8 @@ pub use repair::{
 };
 pub use report::{DiffFile, DiffReport, DiffSummary};
 pub use rerun::table_rerun;
+pub use schema::{
+    Difference, DifferingTable, MissingTable, ObjectDifference, SetDiffOptions, SetDiffReport,
+    SetKind, SkipEntry, SkipList, TableReason, parse_identifier, repset_diff, schema_diff,
+};
 pub use table::parse_qualified_name;
