@@ -32,7 +32,7 @@ pub struct Sources {
     nodes: String,
     /// Show no progress bar.
     #[arg(short = 'q', long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 /// Report format.
@@ -174,7 +174,7 @@ pub fn run_table_rerun(args: TableRerunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn load_config(sources: &Sources) -> anyhow::Result<AceConfig> {
+pub(crate) fn load_config(sources: &Sources) -> anyhow::Result<AceConfig> {
     let mut source = ConfigSource::new();
     if let Some(path) = &sources.config {
         source = source.with_path(path);
@@ -182,7 +182,7 @@ fn load_config(sources: &Sources) -> anyhow::Result<AceConfig> {
     Ok(AceConfig::load(&source)?)
 }
 
-fn load_cluster(
+pub(crate) fn load_cluster(
     config: &AceConfig,
     sources: &Sources,
     name: Option<&str>,
@@ -207,7 +207,7 @@ fn load_cluster(
     Ok(cluster)
 }
 
-async fn connect(
+pub(crate) async fn connect(
     cluster: &Cluster,
     _sources: &Sources,
     settings: &SessionSettings,
@@ -225,14 +225,14 @@ async fn connect(
         .with_context(|| format!("connecting to cluster {}", cluster.name))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
 }
 
-fn progress_bar(
+pub(crate) fn progress_bar(
     progress: Arc<Progress>,
     quiet: bool,
 ) -> Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)> {
@@ -259,7 +259,7 @@ fn progress_bar(
     Some((bar, ticker))
 }
 
-async fn finish_bar(bar: Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)>) {
+pub(crate) async fn finish_bar(bar: Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)>) {
     if let Some((bar, ticker)) = bar {
         ticker.abort();
         bar.finish_and_clear();

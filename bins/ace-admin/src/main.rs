@@ -12,6 +12,7 @@ mod doctor_cmd;
 mod engine_cmd;
 mod pki_cmd;
 mod repair_cmd;
+mod set_cmd;
 mod tasks_cmd;
 
 use std::process::ExitCode;
@@ -56,6 +57,17 @@ enum Command {
     /// Repair a table from a diff file (source of truth, insert/upsert-only,
     /// bidirectional, fix-nulls; dry run and report).
     TableRepair(repair_cmd::TableRepairArgs),
+    /// Compare a schema's objects across nodes, then table-diff its tables.
+    ///
+    /// Exit status: 0 when everything matches, 2 when something differs, 1
+    /// when a table could not be compared or on any error.
+    SchemaDiff(set_cmd::SchemaDiffArgs),
+    /// Table-diff every table of a replication set (Spock's, or the
+    /// publication of that name).
+    ///
+    /// Exit status: 0 when everything matches, 2 when something differs, 1
+    /// when a table could not be compared or on any error.
+    RepsetDiff(set_cmd::RepsetDiffArgs),
     /// Run the whole chain on this machine: certificates, PostgreSQL nodes
     /// with client-certificate authentication, drift, the API server, and
     /// a diff, repair and check as api_user over mutual TLS.
@@ -77,6 +89,8 @@ fn main() -> ExitCode {
         Command::TableDiff(args) => engine_cmd::run_table_diff(args),
         Command::TableRerun(args) => engine_cmd::run_table_rerun(args),
         Command::TableRepair(args) => repair_cmd::run(args),
+        Command::SchemaDiff(args) => set_cmd::run_schema_diff(args),
+        Command::RepsetDiff(args) => set_cmd::run_repset_diff(args),
         Command::Demo(args) => demo_cmd::run(args),
     };
     match result {
