@@ -30,6 +30,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/table-diff", &["POST"]),
     ("/table-rerun", &["POST"]),
     ("/table-repair", &["POST"]),
+    ("/schema-diff", &["POST"]),
+    ("/repset-diff", &["POST"]),
     ("/tasks", &["GET"]),
     ("/tasks/{task_id}", &["GET", "DELETE"]),
     ("/tasks/{task_id}/report", &["GET"]),
@@ -84,6 +86,8 @@ enum Endpoint {
     TableDiff,
     TableRerun,
     TableRepair,
+    SchemaDiff,
+    RepsetDiff,
     ListTasks,
     Task(String),
     CancelTask(String),
@@ -106,6 +110,8 @@ fn route(method: &Method, path: &str) -> Result<Endpoint> {
         ["table-diff"] => ("/table-diff", None),
         ["table-rerun"] => ("/table-rerun", None),
         ["table-repair"] => ("/table-repair", None),
+        ["schema-diff"] => ("/schema-diff", None),
+        ["repset-diff"] => ("/repset-diff", None),
         ["tasks"] => ("/tasks", None),
         ["tasks", id] if !id.is_empty() => ("/tasks/{task_id}", Some((*id).to_owned())),
         ["tasks", id, "report"] if !id.is_empty() => {
@@ -118,6 +124,8 @@ fn route(method: &Method, path: &str) -> Result<Endpoint> {
         (&Method::POST, "/table-diff", _) => Endpoint::TableDiff,
         (&Method::POST, "/table-rerun", _) => Endpoint::TableRerun,
         (&Method::POST, "/table-repair", _) => Endpoint::TableRepair,
+        (&Method::POST, "/schema-diff", _) => Endpoint::SchemaDiff,
+        (&Method::POST, "/repset-diff", _) => Endpoint::RepsetDiff,
         (&Method::GET, "/tasks", _) => Endpoint::ListTasks,
         (&Method::GET, "/tasks/{task_id}", Some(id)) => Endpoint::Task(id),
         (&Method::DELETE, "/tasks/{task_id}", Some(id)) => Endpoint::CancelTask(id),
@@ -168,6 +176,14 @@ pub(crate) async fn handle(
             Ok(body) => table_repair(shared, caller, &body).await,
             Err(error) => Err((error, None)),
         },
+        Endpoint::SchemaDiff => match read_json(shared, &parts.headers, body).await {
+            Ok(body) => crate::sets::schema_diff(shared, caller, &body).await,
+            Err(error) => Err((error, None)),
+        },
+        Endpoint::RepsetDiff => match read_json(shared, &parts.headers, body).await {
+            Ok(body) => crate::sets::repset_diff(shared, caller, &body).await,
+            Err(error) => Err((error, None)),
+        },
         Endpoint::ListTasks => list_tasks(shared, &viewer, parts.uri.query()).await,
         Endpoint::Task(id) => with_id(&id, |id| get_task(shared, &viewer, id)).await,
         Endpoint::CancelTask(id) => with_id(&id, |id| cancel_task(shared, &viewer, id)).await,
@@ -185,7 +201,8 @@ pub(crate) async fn handle(
     }
 }
 
-type Outcome = std::result::Result<Reply, (Error, Option<Uuid>)>;
+/// A handler's reply, or the error with the task it concerns.
+pub(crate) type Outcome = std::result::Result<Reply, (Error, Option<Uuid>)>;
 
 async fn with_id<F, Fut>(text: &str, handler: F) -> Outcome
 where
@@ -466,7 +483,7 @@ async fn table_repair(shared: &Arc<Shared>, caller: &Identity, body: &[u8]) -> O
 }
 
 /// Records `new` as PENDING, queues `job`, and answers upstream's 202.
-async fn enqueue(shared: &Arc<Shared>, new: NewTask, job: Job) -> Outcome {
+pub(crate) async fn enqueue(shared: &Arc<Shared>, new: NewTask, job: Job) -> Outcome {
     if shared.runner.is_stopping() {
         return Err((Error::ShuttingDown, None));
     }

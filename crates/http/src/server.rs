@@ -211,6 +211,13 @@ pub(crate) enum Job {
         file: Box<DiffFile>,
         options: Box<TableRepairOptions>,
     },
+    /// schema-diff or repset-diff as the caller's role (in the options).
+    Set {
+        sessions: Arc<ClusterSession>,
+        target: crate::sets::SetTarget,
+        options: Box<ace_engine::SetDiffOptions>,
+        html: bool,
+    },
 }
 
 /// The bounded pool that runs tasks: at most `server.max_concurrent_tasks`
@@ -315,6 +322,17 @@ async fn run(shared: &Shared, id: Uuid, job: Job, progress: &Arc<Progress>) {
         } => ace_engine::table_repair(&sessions, &file, &options, progress)
             .await
             .and_then(|report| repair_outcome(&shared.data_dir, &report)),
+        // Records its own outcome: a run with tables not compared is
+        // FAILED with its report written.
+        Job::Set {
+            sessions,
+            target,
+            options,
+            html,
+        } => {
+            crate::sets::run_set(shared, id, &sessions, &target, &options, html, progress).await;
+            return;
+        }
     };
     let recorded = match outcome {
         Ok((summary, path)) => {
