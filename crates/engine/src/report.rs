@@ -197,8 +197,8 @@ impl DiffReport {
         );
         format!(
             "{}_{}_{kind}-{stamp}",
-            self.summary.schema.replace('.', "_"),
-            self.summary.table.replace('.', "_")
+            file_name_part(&self.summary.schema),
+            file_name_part(&self.summary.table)
         )
     }
 
@@ -230,6 +230,13 @@ impl DiffReport {
         out.push_str(&format!("  time taken: {}\n", self.summary.time_taken));
         out
     }
+}
+
+/// A schema or table name as part of a file name: upstream turns `.` into
+/// `_`; path separators become `_` too, so a name such as `../x` cannot
+/// place a report outside its directory.
+pub fn file_name_part(name: &str) -> String {
+    name.replace(['.', '/', '\\'], "_")
 }
 
 /// A row as a JSON object in column order, values typed as described in
@@ -451,6 +458,11 @@ mod tests {
         assert_eq!(go_duration(Duration::from_millis(850)), "850ms");
         assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(go_duration(Duration::from_millis(123_500)), "2m3.5s");
+    }
+
+    #[test]
+    fn names_cannot_leave_the_report_directory() {
+        assert_eq!(file_name_part("../a/b\\c.d"), "___a_b_c_d");
     }
 
     #[test]

@@ -510,7 +510,11 @@ impl SetDiffReport {
             table.diff_file = path.file_name().map(|n| n.to_string_lossy().into_owned());
         }
         let (_, operation) = self.label();
-        let stem = format!("{}_{operation}-{}", self.name.replace('.', "_"), stamp());
+        let stem = format!(
+            "{}_{operation}-{}",
+            crate::report::file_name_part(&self.name),
+            stamp()
+        );
         let path = dir.join(format!("{stem}.json"));
         let text = serde_json::to_string_pretty(&self.to_json()).unwrap_or_default();
         std::fs::write(&path, text).map_err(|source| EngineError::Write {
