@@ -1928,6 +1928,7 @@ mod tests {
             generated,
             identity,
             not_null: false,
+            hash_extended: None,
         };
         TableInfo {
             schema: "public".into(),

@@ -142,13 +142,25 @@ impl TableSql {
 
     /// A 64-bit hash of the row's key (its comparable text), which places
     /// the row in the same group on every node.
+    ///
+    /// Each key column is hashed with its type's extended hash function
+    /// (consistent with the type's equality: `1.5` and `1.50` hash alike),
+    /// seeded by its position, and the hashes are XORed; a type without one
+    /// is hashed through its comparable text.
     fn key_hash(&self) -> String {
-        if self.keys.len() == 1 {
-            format!("hashtextextended(({})::text, 0)", self.keys[0].comparable_sql("t"))
-        } else {
-            let parts: Vec<String> = self.keys.iter().map(|k| k.comparable_sql("t")).collect();
-            format!("hashtextextended(ROW({})::text, 0)", parts.join(", "))
-        }
+        let parts: Vec<String> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(seed, k)| match &k.hash_extended {
+                Some(function) => format!("{function}(t.{}, {seed})", quote_ident(&k.name)),
+                None => format!(
+                    "hashtextextended(({})::text, {seed})",
+                    k.comparable_sql("t")
+                ),
+            })
+            .collect();
+        format!("({})", parts.join(" # "))
     }
 
     /// One scan of `range`: per group (`key hash & mask`), the row count

@@ -22,6 +22,11 @@ pub struct Column {
     pub identity: Option<char>,
     /// `NOT NULL`.
     pub not_null: bool,
+    /// The base type's extended hash function (`hashint4extended`, ...),
+    /// from its default hash operator class; it is consistent with the
+    /// type's equality and stable across PostgreSQL versions (hash
+    /// partitioning relies on that). `None` when the type has none.
+    pub hash_extended: Option<String>,
 }
 
 impl Column {
@@ -126,7 +131,15 @@ impl TableInfo {
                     b.typcategory::text AS category,
                     a.attgenerated <> '' AS generated,
                     NULLIF(a.attidentity, '')::text AS identity,
-                    a.attnotnull AS not_null
+                    a.attnotnull AS not_null,
+                    (SELECT ap.amproc::regproc::text
+                     FROM pg_opclass oc
+                     JOIN pg_am am ON am.oid = oc.opcmethod AND am.amname = 'hash'
+                     JOIN pg_amproc ap ON ap.amprocfamily = oc.opcfamily
+                          AND ap.amproclefttype = b.oid AND ap.amprocrighttype = b.oid
+                          AND ap.amprocnum = 2
+                     WHERE oc.opcintype = b.oid AND oc.opcdefault
+                     LIMIT 1) AS hash_extended
              FROM pg_attribute a
              JOIN pg_type t ON t.oid = a.atttypid
              JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
@@ -149,6 +162,7 @@ impl TableInfo {
                 generated: row.try_get("generated").map_err(query)?,
                 identity: identity.and_then(|s| s.chars().next()),
                 not_null: row.try_get("not_null").map_err(query)?,
+                hash_extended: row.try_get("hash_extended").map_err(query)?,
             });
         }
 
