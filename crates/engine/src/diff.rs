@@ -282,7 +282,6 @@ pub async fn table_diff(
         .flat_map(|fps| fps.keys().copied())
         .collect();
     let mut mismatched: Vec<((usize, i64), i64)> = Vec::new();
-    let mismatched_groups;
     for group in all_groups {
         let fps: Vec<Fingerprint> = per_node
             .iter()
@@ -294,7 +293,7 @@ pub async fn table_diff(
         }
     }
     drop(per_node);
-    mismatched_groups = mismatched.len();
+    let mismatched_groups = mismatched.len();
     tracing::debug!(elapsed = ?started.elapsed(), groups = mismatched.len(), "groups hashed");
 
     // Pass 2: the rows of mismatched groups, in batches of at most
