@@ -42,9 +42,12 @@ struct Args {
     table: String,
 }
 
-fn parse_args() -> Result<Args, Error> {
-    let usage = "usage: table_diff [--config ACE_YAML] [--service-file PG_SERVICE_CONF] \
-                 [CLUSTER] SCHEMA.TABLE";
+const USAGE: &str = "usage: table_diff [--config ACE_YAML] [--service-file PG_SERVICE_CONF] \
+                     [CLUSTER] SCHEMA.TABLE";
+
+/// The arguments, or `None` for `--help`.
+fn parse_args() -> Result<Option<Args>, Error> {
+    let usage = USAGE;
     let mut config = None;
     let mut service_file = None;
     let mut positional = Vec::new();
@@ -53,7 +56,7 @@ fn parse_args() -> Result<Args, Error> {
         match arg.as_str() {
             "--config" => config = Some(PathBuf::from(args.next().ok_or(usage)?)),
             "--service-file" => service_file = Some(PathBuf::from(args.next().ok_or(usage)?)),
-            "-h" | "--help" => return Err(usage.into()),
+            "-h" | "--help" => return Ok(None),
             _ => positional.push(arg),
         }
     }
@@ -62,12 +65,12 @@ fn parse_args() -> Result<Args, Error> {
         [cluster, table] => (Some(cluster.clone()), table.clone()),
         _ => return Err(usage.into()),
     };
-    Ok(Args {
+    Ok(Some(Args {
         config,
         service_file,
         cluster,
         table,
-    })
+    }))
 }
 
 async fn run(args: Args) -> Result<bool, Error> {
@@ -114,7 +117,11 @@ async fn main() -> ExitCode {
     // One TLS crypto provider per process (ACE uses ring).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let outcome = match parse_args() {
-        Ok(args) => run(args).await,
+        Ok(Some(args)) => run(args).await,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(error) => Err(error),
     };
     match outcome {
