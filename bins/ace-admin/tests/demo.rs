@@ -6,6 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ace-admin");
 
@@ -186,6 +187,45 @@ fn kept_demo_curl_steps_work_when_pasted_and_stop_script_stops_everything() {
     assert!(stop.status.success(), "{}", text(&stop.stderr));
     let left = processes_under(&dir);
     assert!(left.is_empty(), "still running: {left:#?}");
+}
+
+/// Killing the demo outright (SIGKILL, no clean-up code runs) still stops
+/// every node it started: the watchdogs see their pipe close.
+#[test]
+fn killed_demo_leaves_no_server_running() {
+    let temp = open_tempdir();
+    let dir = temp.path().join("demo");
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .args(["--nodes", "2", "--rows", "200000", "--dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // ace.yaml is written once every node is up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !dir.join("ace.yaml").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "demo ended early");
+        assert!(Instant::now() < deadline, "nodes never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let servers = processes_under(&dir);
+    assert!(
+        servers.iter().any(|p| p.contains("postgres -D")),
+        "{servers:#?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = processes_under(&dir);
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running: {left:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

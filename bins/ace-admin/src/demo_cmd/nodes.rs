@@ -25,11 +25,21 @@ use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
 const SUPERUSER: &str = "postgres";
 
 /// The watchdog: `$1` pg_ctl, `$2` data directory. It waits for a line on
-/// stdin (or its end); anything but `keep` stops the server.
+/// stdin (or its end); anything but `keep` stops the server. When nothing
+/// was running, a `pg_ctl start` of a demo that died meanwhile may still be
+/// bringing the server up, so it watches for that for a few seconds.
 const WATCHDOG: &str = r#"
 read -r word || word=
 [ "$word" = keep ] && exit 0
-exec "$1" stop -D "$2" -m fast -w -t 60 >/dev/null 2>&1
+"$1" stop -D "$2" -m fast -w -t 60 >/dev/null 2>&1 && exit 0
+i=0
+while [ "$i" -lt 30 ]; do
+  sleep 0.1
+  if "$1" status -D "$2" >/dev/null 2>&1; then
+    exec "$1" stop -D "$2" -m fast -w -t 60 >/dev/null 2>&1
+  fi
+  i=$((i + 1))
+done
 "#;
 
 /// PostgreSQL server binaries.
