@@ -355,7 +355,9 @@ async fn run(shared: &Shared, id: Uuid, job: Job, progress: &Arc<Progress>) {
 }
 
 /// Writes the JSON report and returns the upstream `task_context` of a
-/// finished diff (`diff_summary`, `diff_pairs`) and the file.
+/// finished diff (`diff_summary`, `diff_pairs`, plus ours: `diff_file`, the
+/// report's name inside `server.data_dir`, which table-rerun and
+/// table-repair take) and the file.
 fn write_report(
     dir: &Path,
     report: DiffReport,
@@ -364,7 +366,11 @@ fn write_report(
     let path = report.write_json(dir, kind)?;
     let summary = serde_json::to_value(&report.summary).unwrap_or(Value::Null);
     Ok((
-        json!({ "diff_summary": summary, "diff_pairs": report.diffs.len() }),
+        json!({
+            "diff_summary": summary,
+            "diff_pairs": report.diffs.len(),
+            "diff_file": path.file_name().and_then(|n| n.to_str()),
+        }),
         path,
     ))
 }
