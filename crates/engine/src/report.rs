@@ -161,13 +161,8 @@ impl DiffReport {
     ///
     /// [`EngineError::Write`] when the file cannot be written.
     pub fn write_json(&self, dir: &Path, kind: &str) -> Result<PathBuf> {
-        let path = dir.join(format!("{}.json", self.file_stem(kind)));
         let text = serde_json::to_string_pretty(&self.to_json()).unwrap_or_default();
-        std::fs::write(&path, text).map_err(|source| EngineError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(path)
+        write_new(dir, &self.file_stem(kind), "json", text.as_bytes())
     }
 
     /// Writes the HTML rendering beside the JSON and returns its path.
@@ -176,12 +171,8 @@ impl DiffReport {
     ///
     /// [`EngineError::Write`] when the file cannot be written.
     pub fn write_html(&self, dir: &Path, kind: &str) -> Result<PathBuf> {
-        let path = dir.join(format!("{}.html", self.file_stem(kind)));
-        std::fs::write(&path, crate::html::render(self)).map_err(|source| EngineError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(path)
+        let html = crate::html::render(self);
+        write_new(dir, &self.file_stem(kind), "html", html.as_bytes())
     }
 
     fn file_stem(&self, kind: &str) -> String {
@@ -218,7 +209,8 @@ impl DiffReport {
                 self.summary.schema, self.summary.table
             ));
             for (pair, count) in &self.summary.diff_rows_count {
-                out.push_str(&format!("  {count} differing rows between {pair}\n"));
+                let rows = if *count == 1 { "row" } else { "rows" };
+                out.push_str(&format!("  {count} differing {rows} between {pair}\n"));
             }
             if self.summary.diff_row_limit_reached {
                 out.push_str(&format!(
@@ -237,6 +229,37 @@ impl DiffReport {
 /// place a report outside its directory.
 pub fn file_name_part(name: &str) -> String {
     name.replace(['.', '/', '\\'], "_")
+}
+
+/// Writes `<stem>.<extension>` in `dir`, never over an existing file: a
+/// second report in the same second gets `<stem>-2`, `-3`, ...
+fn write_new(dir: &Path, stem: &str, extension: &str, contents: &[u8]) -> Result<PathBuf> {
+    use std::io::Write;
+    for attempt in 1.. {
+        let name = if attempt == 1 {
+            format!("{stem}.{extension}")
+        } else {
+            format!("{stem}-{attempt}.{extension}")
+        };
+        let path = dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path);
+        match file {
+            Ok(mut file) => {
+                file.write_all(contents)
+                    .map_err(|source| EngineError::Write {
+                        path: path.clone(),
+                        source,
+                    })?;
+                return Ok(path);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(EngineError::Write { path, source }),
+        }
+    }
+    unreachable!("the attempts never end")
 }
 
 /// A row as a JSON object in column order, values typed as described in
