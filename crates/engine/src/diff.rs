@@ -529,9 +529,16 @@ impl Ctx<'_> {
                 query = query.bind(value);
             }
             let mut tx = node.begin(self.scope).await?;
-            // The planner cannot know how few groups there are and would
-            // sort every row to disk; hash them in memory instead.
-            for setting in ["SET LOCAL enable_sort = off", "SET LOCAL work_mem = '64MB'"] {
+            // The planner cannot know how few groups there are: it would
+            // sort every row to disk, or run a parallel partial aggregate
+            // whose workers each build the whole table of groups (three
+            // times the CPU for one scan). Hash them in memory, in one
+            // process per scan; nodes and chunks give the parallelism.
+            for setting in [
+                "SET LOCAL enable_sort = off",
+                "SET LOCAL work_mem = '64MB'",
+                "SET LOCAL max_parallel_workers_per_gather = 0",
+            ] {
                 sqlx::query(setting)
                     .execute(tx.conn())
                     .await
