@@ -506,12 +506,17 @@ pub(crate) async fn enqueue(shared: &Arc<Shared>, new: NewTask, job: Job) -> Out
 }
 
 async fn get_task(shared: &Shared, viewer: &Viewer, id: Uuid) -> Result<Reply> {
+    if let Some(answer) = shared.finished.get(id, viewer) {
+        return Ok(Reply::json(StatusCode::OK, &answer, Some(id)));
+    }
     let task = shared.store.get(id, viewer).await?;
-    Ok(Reply::json(
-        StatusCode::OK,
-        &task_json(&task, shared.runner.progress(id)),
-        Some(id),
-    ))
+    let answer = task_json(&task, shared.runner.progress(id));
+    if task.status.is_finished() {
+        shared
+            .finished
+            .put(id, &task.submitted_by, std::sync::Arc::new(answer.clone()));
+    }
+    Ok(Reply::json(StatusCode::OK, &answer, Some(id)))
 }
 
 /// `GET tasks?status=&limit=&offset=`: the caller's tasks (every task for

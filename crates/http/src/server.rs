@@ -103,6 +103,7 @@ impl Server {
                 live: Mutex::new(HashMap::new()),
                 stopping: AtomicBool::new(false),
             },
+            finished: FinishedTasks::default(),
             config: self.config,
             service: self.service,
             policy: self.policy,
@@ -129,6 +130,57 @@ pub(crate) struct Shared {
     session_settings: SessionSettings,
     sessions: Mutex<HashMap<SessionKey, Arc<OnceCell<Arc<ClusterSession>>>>>,
     pub runner: Runner,
+    /// Finished tasks as last read, for polling clients.
+    pub finished: FinishedTasks,
+}
+
+/// A short-lived memory of finished tasks' answers, so a client polling a
+/// finished task does not make every request a round trip to the task
+/// store. A finished task no longer changes; the entry is trusted for
+/// [`FinishedTasks::TTL`] only, so a task pruned by another process stops
+/// being served within that time. The owner is kept beside the answer and
+/// checked on every hit exactly as the store would.
+#[derive(Debug, Default)]
+pub(crate) struct FinishedTasks {
+    entries: Mutex<HashMap<Uuid, FinishedTask>>,
+}
+
+#[derive(Debug, Clone)]
+struct FinishedTask {
+    read_at: std::time::Instant,
+    owner: String,
+    answer: Arc<Value>,
+}
+
+impl FinishedTasks {
+    /// How long an answer is served without reading the store again.
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(2);
+    /// Entries kept at most; the memory is cleared when it is full.
+    const CAPACITY: usize = 10_000;
+
+    /// The answer for `id`, if fresh and visible to `viewer`.
+    pub fn get(&self, id: Uuid, viewer: &ace_tasks::Viewer) -> Option<Arc<Value>> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = entries.get(&id)?;
+        let visible = viewer.is_admin || entry.owner == viewer.cn;
+        (visible && entry.read_at.elapsed() < Self::TTL).then(|| entry.answer.clone())
+    }
+
+    /// Remembers the answer of a finished task owned by `owner`.
+    pub fn put(&self, id: Uuid, owner: &str, answer: Arc<Value>) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= Self::CAPACITY {
+            entries.clear();
+        }
+        entries.insert(
+            id,
+            FinishedTask {
+                read_at: std::time::Instant::now(),
+                owner: owner.to_owned(),
+                answer,
+            },
+        );
+    }
 }
 
 impl Shared {
