@@ -19,17 +19,17 @@ use clap::{Args, ValueEnum};
 pub struct Sources {
     /// ace.yaml to use (else $ACE_CONFIG, else ./ace.yaml).
     #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// pg_service.conf to use (else $ACE_PGSERVICEFILE, $PGSERVICEFILE,
     /// ./pg_service.conf, ~/.pg_service.conf, /etc/pg_service.conf).
     #[arg(long, value_name = "PATH")]
-    service_file: Option<PathBuf>,
+    pub(crate) service_file: Option<PathBuf>,
     /// Database name, overriding the service file's dbname on every node.
     #[arg(short = 'd', long)]
-    dbname: Option<String>,
+    pub(crate) dbname: Option<String>,
     /// Nodes to compare: `all` or a comma list such as `n1,n3`.
     #[arg(short = 'n', long, default_value = "all")]
-    nodes: String,
+    pub(crate) nodes: String,
     /// Show no progress bar.
     #[arg(short = 'q', long)]
     pub(crate) quiet: bool,
@@ -215,7 +215,7 @@ pub(crate) async fn connect(
     let nodes: Vec<_> = cluster.nodes.iter().collect();
     if nodes.len() < 2 {
         bail!(
-            "cluster {} has {} selected node(s); comparing needs at least 2",
+            "cluster {} has {} selected node(s); ACE needs at least 2 to compare or repair",
             cluster.name,
             nodes.len()
         );

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ace_config::{AceConfig, ConfigSource, NodeSelection, ServiceFile, resolve_cluster};
 use ace_engine::{DiffFile, Progress, TableRepairOptions, parse_qualified_name, table_repair};
-use ace_session::{ClusterSession, SessionSettings};
+use ace_session::SessionSettings;
 use anyhow::{Context, bail};
 use clap::Args;
+
+use crate::engine_cmd::{Sources, connect, load_cluster, load_config, runtime};
 
 /// Repair a table from a diff file: from a source of truth, insert-only or
 /// upsert-only, both ways (--bidirectional), or by filling NULLs
@@ -67,22 +68,10 @@ pub struct TableRepairArgs {
     /// Where reports go.
     #[arg(long, default_value = ".")]
     output_dir: PathBuf,
-    /// ace.yaml to use (else $ACE_CONFIG, else ./ace.yaml).
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// pg_service.conf to use (else $ACE_PGSERVICEFILE, $PGSERVICEFILE,
-    /// ./pg_service.conf, ~/.pg_service.conf, /etc/pg_service.conf).
-    #[arg(long, value_name = "PATH")]
-    service_file: Option<PathBuf>,
-    /// Database name, overriding the service file's dbname on every node.
-    #[arg(short = 'd', long)]
-    dbname: Option<String>,
-    /// Nodes to work on: `all` or a comma list such as `n1,n3`.
-    #[arg(short = 'n', long, default_value = "all")]
-    nodes: String,
-    /// Print only failures and the report path, not the per-node summary.
-    #[arg(short = 'q', long)]
-    quiet: bool,
+    /// Configuration, nodes and database (`-q` prints only failures and
+    /// the report path).
+    #[command(flatten)]
+    sources: Sources,
 }
 
 /// Runs `ace-admin table-repair`.
@@ -108,56 +97,22 @@ pub fn run(args: TableRepairArgs) -> anyhow::Result<ExitCode> {
     options.fire_triggers = args.fire_triggers;
     options.generate_report = args.generate_report;
     options.allow_stale = args.allow_stale;
-    options.dbname = args.dbname.clone();
+    options.dbname = args.sources.dbname.clone();
     // Incompatible or missing options fail before any connection.
     options.mode()?;
 
-    let mut source = ConfigSource::new();
-    if let Some(path) = &args.config {
-        source = source.with_path(path);
-    }
-    let config = AceConfig::load(&source)?;
+    let config = load_config(&args.sources)?;
     let file = DiffFile::read(&args.diff_file)?;
-    let service = match &args.service_file {
-        Some(path) => ServiceFile::load(path)?,
-        None => ServiceFile::discover()?,
-    };
-    let mut cluster = resolve_cluster(&config, &service, cluster_name)?;
-    let selection: NodeSelection = args.nodes.parse()?;
-    let selected: Vec<String> = cluster
-        .select(&selection)?
-        .into_iter()
-        .map(|node| node.name.clone())
-        .collect();
-    cluster.nodes.retain(|node| selected.contains(&node.name));
-    if let Some(dbname) = &args.dbname {
-        for node in &mut cluster.nodes {
-            node.settings.dbname = Some(dbname.clone());
-        }
-    }
-    if cluster.nodes.len() < 2 {
-        bail!(
-            "cluster {} has {} selected node(s); a repair needs at least 2",
-            cluster.name,
-            cluster.nodes.len()
-        );
-    }
+    let cluster = load_cluster(&config, &args.sources, cluster_name)?;
     options.cluster_name = cluster.name.clone();
     let settings = SessionSettings::from_config(&config);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let nodes: Vec<_> = cluster.nodes.iter().collect();
-        let sessions = ClusterSession::connect(&nodes, &settings)
-            .await
-            .with_context(|| format!("connecting to cluster {}", cluster.name))?;
+    runtime()?.block_on(async move {
+        let sessions = connect(&cluster, &args.sources, &settings).await?;
         let result = table_repair(&sessions, &file, &options, &Progress::new()).await;
         sessions.close().await;
         let report = result?;
-        if !args.quiet {
+        if !args.sources.quiet {
             print!("{}", report.human_summary());
         }
         if args.generate_report || args.dry_run {
