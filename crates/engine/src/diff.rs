@@ -145,11 +145,8 @@ impl Progress {
         self.done.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn check_pub(&self) -> Result<()> {
-        self.check()
-    }
-
-    fn check(&self) -> Result<()> {
+    /// [`EngineError::Cancelled`] once [`Progress::cancel`] was called.
+    pub(crate) fn check(&self) -> Result<()> {
         if self.cancelled.load(Ordering::Relaxed) {
             Err(EngineError::Cancelled)
         } else {
@@ -158,12 +155,12 @@ impl Progress {
     }
 }
 
-/// A bucket's fingerprint on one node.
+/// A group's fingerprint on one node: its row count and the XOR of its
+/// rows' 64-bit hashes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Fingerprint {
     count: i64,
-    h0: i64,
-    h1: i64,
+    hash: i64,
 }
 
 /// Runs table-diff on every node of `sessions`.
@@ -556,8 +553,7 @@ impl Ctx<'_> {
                         row.try_get(0)?,
                         Fingerprint {
                             count: row.try_get(1)?,
-                            h0: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
-                            h1: 0,
+                            hash: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
                         },
                     ))
                 };

@@ -1268,7 +1268,7 @@ pub async fn table_repair(
         node.check_table_privileges(role, &table.schema, &table.name, mode.privileges())
             .await?;
     }
-    progress.check_pub()?;
+    progress.check()?;
 
     // The source rows, read once per source node, as they are now.
     let sql = RepairSql::new(&table);
@@ -1301,7 +1301,7 @@ pub async fn table_repair(
         .await?
         .into_iter()
         .collect();
-    progress.check_pub()?;
+    progress.check()?;
 
     let compared = compared_columns(file, &table);
     let context = TargetContext {
@@ -1467,7 +1467,7 @@ impl TargetContext<'_> {
             self.decide(&list, &current, &mut repair);
             if !dry {
                 self.write(&mut tx, &repair).await?;
-                self.progress.check_pub()?;
+                self.progress.check()?;
                 tx.commit().await?;
             } else {
                 tx.rollback().await?;
@@ -1720,7 +1720,7 @@ impl TargetContext<'_> {
             .collect();
         let statement = self.sql.delete_rows();
         for batch in deletes.chunks(WRITE_BATCH) {
-            self.progress.check_pub()?;
+            self.progress.check()?;
             let mut query = sqlx::query(&statement);
             for array in key_arrays(batch, key_len) {
                 query = query.bind(array);
@@ -1752,7 +1752,7 @@ impl TargetContext<'_> {
         let updates = rows_of(RowAction::Update);
         if let Some(statement) = self.sql.update_rows() {
             for batch in updates.chunks(WRITE_BATCH) {
-                self.progress.check_pub()?;
+                self.progress.check()?;
                 let done = bind_rows(&statement, batch, &writable)
                     .execute(tx.conn())
                     .await
@@ -1775,7 +1775,7 @@ impl TargetContext<'_> {
         let inserts = rows_of(RowAction::Insert);
         let statement = self.sql.insert_rows();
         for batch in inserts.chunks(WRITE_BATCH) {
-            self.progress.check_pub()?;
+            self.progress.check()?;
             let written = bind_rows(&statement, batch, &writable)
                 .fetch_all(tx.conn())
                 .await
@@ -1810,7 +1810,7 @@ impl TargetContext<'_> {
             }
             let statement = self.sql.fill_column(column);
             for batch in fills.chunks(WRITE_BATCH) {
-                self.progress.check_pub()?;
+                self.progress.check()?;
                 let keys: Vec<&RepairKey> = batch.iter().map(|(k, _)| *k).collect();
                 let mut query = sqlx::query(&statement);
                 for array in key_arrays(&keys, key_len) {

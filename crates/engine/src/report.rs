@@ -488,6 +488,79 @@ mod tests {
         assert_eq!(file_name_part("../a/b\\c.d"), "___a_b_c_d");
     }
 
+    /// A diff file in upstream ACE's shape: numeric as a number, RFC 3339
+    /// timestamps, per-row `_spock_metadata_`, keys order as upstream
+    /// writes them (`diffs` before `summary`), fields we do not write.
+    #[test]
+    fn reads_upstream_diff_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("public_orders_diffs-20250101120000.json");
+        let upstream = serde_json::json!({
+            "diffs": {"n1/n2": {"rows": {
+                "n1": [
+                    {"order_id": 9007199254740993_i64, "total": 12.5,
+                     "placed": "2025-01-01T10:00:00.123456Z",
+                     "_spock_metadata_": {"commit_ts": null, "node_origin": "local"}},
+                    {"order_id": 4, "total": "3000.50", "placed": null}
+                ],
+                "n2": [{"order_id": 4, "total": "3000.00", "placed": null}]
+            }}},
+            "summary": {
+                "schema": "public", "table": "orders", "nodes": ["n1", "n2"],
+                "block_size": 100000, "compare_unit_size": 10000,
+                "concurrency_factor": 0.5, "max_diff_rows": 0,
+                "start_time": "2025-01-01T12:00:00-04:00",
+                "end_time": "2025-01-01T12:00:02-04:00", "time_taken": "1.8s",
+                "diff_rows_count": {"n1/n2": 2}, "diff_row_limit_reached": false,
+                "total_rows_checked": 100000, "initial_ranges_count": 2,
+                "mismatched_ranges_count": 0, "primary_key": ["order_id"],
+                "only_origin_resolved": "n3"
+            }
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&upstream).unwrap()).unwrap();
+        let file = DiffFile::read(&path).unwrap();
+        assert_eq!(file.summary.primary_key, vec!["order_id"]);
+        assert_eq!(file.nodes(), vec!["n1", "n2"]);
+        let rows = &file.pairs["n1/n2"]["n1"];
+        assert!(rows[0].get("_spock_metadata_").is_none());
+        assert_eq!(
+            value_text(&rows[0]["order_id"]).unwrap(),
+            "9007199254740993"
+        );
+        assert_eq!(value_text(&rows[0]["total"]).unwrap(), "12.5");
+        assert_eq!(value_text(&rows[1]["total"]).unwrap(), "3000.50");
+        assert_eq!(value_text(&rows[1]["placed"]), None);
+
+        // A pair key that is not two names, and a row without its key, are
+        // refused naming the file.
+        let mut bad = upstream.clone();
+        bad["diffs"] = serde_json::json!({"n1/n2/n3": {"rows": {}}});
+        std::fs::write(&path, bad.to_string()).unwrap();
+        let error = DiffFile::read(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("n1/n2/n3") && error.contains("public_orders"),
+            "{error}"
+        );
+        let mut keyless = upstream;
+        keyless["diffs"]["n1/n2"]["rows"]["n2"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("order_id");
+        std::fs::write(&path, keyless.to_string()).unwrap();
+        let error = DiffFile::read(&path).unwrap_err().to_string();
+        assert!(error.contains("order_id"), "{error}");
+    }
+
+    #[test]
+    fn reports_never_overwrite_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_new(dir.path(), "s_t_diffs-1", "json", b"one").unwrap();
+        let second = write_new(dir.path(), "s_t_diffs-1", "json", b"two").unwrap();
+        assert_ne!(first, second);
+        assert_eq!(std::fs::read(&first).unwrap(), b"one");
+        assert_eq!(std::fs::read(&second).unwrap(), b"two");
+    }
+
     #[test]
     fn pair_keys_are_sorted() {
         assert_eq!(pair_key("n2", "n1"), "n1/n2");

@@ -83,7 +83,7 @@ pub async fn table_rerun(
             }
         }
     }
-    progress.check_pub()?;
+    progress.check()?;
 
     let sql = TableSql::new(&table, None);
     let scope = Scope::read_only(role);

@@ -1058,7 +1058,7 @@ pub async fn schema_diff(
         }
     }))
     .await?;
-    progress.check_pub()?;
+    progress.check()?;
     report.missing_on = per_node
         .iter()
         .filter(|(_, objects)| !objects.exists)
@@ -1167,7 +1167,7 @@ pub async fn repset_diff(
         }
     }))
     .await?;
-    progress.check_pub()?;
+    progress.check()?;
     for (node, set) in &per_node {
         report
             .set_source
@@ -1402,7 +1402,7 @@ async fn diff_tables(
     report: &mut SetDiffReport,
 ) -> Result<()> {
     for (schema, table) in tables {
-        progress.check_pub()?;
+        progress.check()?;
         let qualified = format!("{schema}.{table}");
         let table_options = options.table_options(schema, table);
         match table_diff(sessions, &table_options, progress).await {

@@ -190,7 +190,8 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     let value = serde_path_to_error::deserialize(&mut decoder).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        let message = if path == "." || path.is_empty() {
+        // serde_path_to_error prints "?" when the error has no field path.
+        let message = if path == "." || path == "?" || path.is_empty() {
             inner.to_string()
         } else {
             format!("{path}: {inner}")
