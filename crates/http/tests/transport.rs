@@ -352,6 +352,19 @@ async fn tasks_belong_to_their_caller() {
     assert_eq!(listed.body["tasks"].as_array().unwrap().len(), 1);
     let listed = owner.get("/api/v1/tasks?status=bogus").await.unwrap();
     assert_eq!(listed.status, StatusCode::BAD_REQUEST);
+
+    // A finished task's answer is remembered for a moment; the memory
+    // keeps the owner check: the owner's read fills it, a stranger still
+    // gets 404, an admin still sees it.
+    let answer = owner.get(&path).await.unwrap();
+    assert_eq!(answer.body["status"], "CANCELLED");
+    assert_eq!(
+        stranger.get(&path).await.unwrap().status,
+        StatusCode::NOT_FOUND
+    );
+    let answer = admin.get(&path).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body["status"], "CANCELLED");
     server.shutdown().await.unwrap();
 }
 
