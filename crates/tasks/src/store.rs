@@ -267,7 +267,7 @@ impl TaskStore {
         self.transition(
             id,
             TaskStatus::Completed,
-            "finished_at = ?2, time_taken_us = ?2 - started_at, report_path = ?3, \
+            "finished_at = max(?2, coalesce(started_at, ?2)), time_taken_us = max(?2 - started_at, 0), report_path = ?3, \
              task_context = json_set(task_context, '$.summary', json(?4))",
             |q| {
                 q.bind(now_micros())
@@ -288,7 +288,7 @@ impl TaskStore {
         self.transition(
             id,
             TaskStatus::Failed,
-            "finished_at = ?2, time_taken_us = ?2 - started_at, \
+            "finished_at = max(?2, coalesce(started_at, ?2)), time_taken_us = max(?2 - started_at, 0), \
              task_context = json_set(task_context, '$.error', ?3)",
             |q| q.bind(now_micros()).bind(error.to_owned()),
         )
@@ -307,7 +307,7 @@ impl TaskStore {
         self.transition(
             id,
             TaskStatus::Cancelled,
-            "finished_at = ?2, time_taken_us = ?2 - started_at",
+            "finished_at = max(?2, coalesce(started_at, ?2)), time_taken_us = max(?2 - started_at, 0)",
             |q| q.bind(now_micros()),
         )
         .await
@@ -439,8 +439,9 @@ impl TaskStore {
     /// [`Error::Database`]; [`Error::CorruptRecord`].
     pub async fn recover_interrupted(&self) -> Result<Vec<Uuid>> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE ace_tasks SET status = 'FAILED', finished_at = ?1, \
-             time_taken_us = ?1 - started_at, \
+            "UPDATE ace_tasks SET status = 'FAILED', \
+             finished_at = max(?1, coalesce(started_at, ?1)), \
+             time_taken_us = max(?1 - started_at, 0), \
              task_context = json_set(task_context, '$.error', ?2) \
              WHERE status IN ('PENDING', 'RUNNING') RETURNING task_id",
         )
@@ -611,6 +612,10 @@ fn parse_id(raw: &str) -> Result<Uuid> {
 
 /// Now, truncated to the microsecond the store keeps, so a returned record
 /// equals the same record read back.
+/// The clock, in microseconds. A finishing move reads it before its
+/// statement runs, so a concurrent `start` may record a later start time;
+/// the finishing statements therefore never let `finished_at` precede
+/// `started_at` (`max(...)`), and `time_taken` is never negative.
 fn now_micros() -> i64 {
     to_micros(OffsetDateTime::now_utc())
 }

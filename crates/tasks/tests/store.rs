@@ -603,3 +603,39 @@ async fn records_round_trip_through_the_store() {
     assert_eq!(v["task_type"], "REPSET_DIFF");
     assert_eq!(v["task_context"]["summary"], json!({ "tables": 4 }));
 }
+
+/// A finishing move reads the clock before a concurrent `start` records a
+/// later start time (the server's shutdown did exactly that): the record
+/// must still read back, with a zero time taken and no finish before the
+/// start. The race is made certain by moving the start into the future.
+#[tokio::test]
+async fn a_finish_racing_a_start_never_takes_negative_time() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path()).await;
+    let viewer = Viewer::owner("api_user");
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let task = store.create(diff_by("api_user")).await.unwrap();
+        store.start(task.task_id).await.unwrap();
+        ids.push(task.task_id);
+    }
+    let url = format!("sqlite://{}", dir.path().join("ace_tasks.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE ace_tasks SET started_at = started_at + 60000000")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    store.complete(ids[0], &json!({}), None).await.unwrap();
+    store.fail(ids[1], "boom").await.unwrap();
+    store.cancel(ids[2]).await.unwrap();
+    store.recover_interrupted().await.unwrap();
+    for id in ids {
+        let task = store.get(id, &viewer).await.expect("record reads back");
+        assert!(task.status.is_finished());
+        assert_eq!(task.time_taken, Some(Duration::ZERO), "{id}");
+        assert!(task.finished_at >= task.started_at, "{id}");
+    }
+}
