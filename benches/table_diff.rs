@@ -10,7 +10,9 @@
 //! - (c) `ace-admin table-diff` after changing 0.1% of the rows on one node;
 //!
 //! and prints the ratios to the baseline and the peak memory (max RSS) of
-//! each `ace-admin` run.
+//! each `ace-admin` run. Each measurement is repeated `ACE_BENCH_REPS`
+//! times (default 5), the baseline and the diff taking turns, and the
+//! medians are compared: one sample on a shared machine is too noisy.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,6 +94,32 @@ fn table_diff(dir: &Path, label: &str) -> (Duration, String) {
     (elapsed, stdout)
 }
 
+/// `reps` rounds of the baseline then `ace-admin table-diff` (its output
+/// checked by `check`); the medians of each.
+async fn take_turns(
+    cluster: &TestCluster,
+    dir: &Path,
+    label: &str,
+    reps: usize,
+    check: impl Fn(&str),
+) -> (Duration, Duration) {
+    let mut bases = Vec::with_capacity(reps);
+    let mut diffs = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        bases.push(baseline(cluster).await);
+        let (elapsed, out) = table_diff(dir, label);
+        check(&out);
+        diffs.push(elapsed);
+    }
+    eprintln!("{label}: baseline {bases:.3?}, table-diff {diffs:.3?}");
+    (median(bases), median(diffs))
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this
@@ -142,15 +170,22 @@ async fn main() {
     }
     eprintln!("loaded in {:?}", load.elapsed());
 
+    let reps: usize = std::env::var("ACE_BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+
     // Warm both caches the same way for every measurement.
     baseline(&cluster).await;
-    let base = baseline(&cluster).await;
-    let (identical, out_b) = table_diff(&dir, "identical");
+    let (base, identical) = take_turns(&cluster, &dir, "identical", reps, |out| {
+        assert!(
+            out.contains("TABLES MATCH"),
+            "identical tables reported as differing: {out}"
+        );
+    })
+    .await;
     let rss_b = max_rss_children_kib();
-    assert!(
-        out_b.contains("TABLES MATCH"),
-        "identical tables reported as differing: {out_b}"
-    );
 
     let changed = scale as u64 * 100;
     cluster
@@ -161,16 +196,20 @@ async fn main() {
         .await
         .unwrap();
     baseline(&cluster).await;
-    let base_c = baseline(&cluster).await;
-    let (drifted, out_c) = table_diff(&dir, "drifted");
+    let (base_c, drifted) = take_turns(&cluster, &dir, "drifted", reps, |out| {
+        assert!(
+            out.contains(&format!("{changed} differing rows")),
+            "expected {changed} differing rows: {out}"
+        );
+    })
+    .await;
     let rss_c = max_rss_children_kib();
-    assert!(
-        out_c.contains(&format!("{changed} differing rows")),
-        "expected {changed} differing rows: {out_c}"
-    );
 
     let ratio = |d: Duration, b: Duration| d.as_secs_f64() / b.as_secs_f64();
-    println!("rows per node:               {}", scale as u64 * 100_000);
+    println!(
+        "rows per node:               {} (medians of {reps} runs)",
+        scale as u64 * 100_000
+    );
     println!(
         "(a) baseline full-scan hash: {:.3} s (before drift), {:.3} s (after)",
         base.as_secs_f64(),

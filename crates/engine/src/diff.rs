@@ -3,25 +3,37 @@
 //! 1. **Preflight**: on every node, as the caller's role, the table exists
 //!    with the same columns, types and primary key (differences are
 //!    reported, not guessed around).
-//! 2. **Groups and chunks**: the planner's row estimate (never a count)
-//!    sizes the work. Rows are grouped by a 64-bit hash of their key, so a
-//!    row lands in the same group on every node, about `block_size / 16`
-//!    rows a group. When `concurrency_factor` gives more than one scan per
-//!    node, the key space is cut into contiguous chunks from sampled keys
-//!    (`TABLESAMPLE SYSTEM`, a page per boundary); the first and last chunks
-//!    are open, so rows beyond the sampled keys are still covered.
-//! 3. **Hashing**, inside PostgreSQL, one scan per node and chunk, all nodes
-//!    at once: per group, the row count and the 64-bit XOR aggregate of
-//!    `hashtextextended(row text, 0)` over the comparable text of each row
-//!    (`t::text` when exact, else `ROW(...)::text` with normalised values,
-//!    see [`crate::table::Column::comparable_sql`]). A difference hides
-//!    here only if two 64-bit XORs collide (about 1 in 2^64 per group).
+//! 2. **Row hashes**, inside PostgreSQL: each row's 64-bit hash chains its
+//!    columns' value hashes through a mixing step (see
+//!    [`crate::sql::TableSql`] and [`crate::table::Column::hash_sql`]):
+//!    common scalar types are hashed by their own hash functions, several
+//!    times cheaper than printing the row, the rest by their text. NULL
+//!    differs from every value, and values cannot move between columns or
+//!    rows unseen.
+//! 3. **Groups**, sized from the planner's estimate (never a count), one
+//!    scan per node and chunk, all nodes at once: per group, the row count
+//!    and the XOR of the row hashes.
+//!    - A single integer key groups by key range, `key >> shift`, about
+//!      `block_size / 32` keys a group. The key's extent comes from the
+//!      ends of the index; chunks are runs of groups, the first and last
+//!      open. A table stored roughly in key order aggregates with its
+//!      groups in cache, and a mismatched group is read back through the
+//!      index. Mismatched groups above `compare_unit_size` rows are split
+//!      into finer ranges, again through the index, until small.
+//!    - Any other key groups by a 64-bit hash of the key, about
+//!      `block_size / 16` rows a group, so a row lands in the same group on
+//!      every node. Chunks are contiguous key ranges cut at sampled keys
+//!      (`TABLESAMPLE SYSTEM`, a page per boundary), the first and last
+//!      open, so rows beyond the sampled keys are covered.
+//!
+//!    A difference hides here only if two 64-bit XORs collide (about 1 in
+//!    2^64 per group).
 //! 4. **Narrowing**: for the groups whose counts or hashes differ between
-//!    any two nodes, each node's keys and row hashes (two independent 64-bit
-//!    hashes, 128 bits per row) are fetched, many groups per statement and
-//!    at most 200,000 rows per batch, and compared key by key in Rust.
-//!    Memory is bounded by that batch size and `max_diff_rows`, never by
-//!    the table size.
+//!    any two nodes, each node's keys and two independent row hashes (128
+//!    bits per row) are fetched, many groups per statement and at most
+//!    200,000 rows per batch, and compared key by key in Rust. Memory is
+//!    bounded by that batch size and `max_diff_rows`, never by the table
+//!    size.
 //! 5. **Rows**: the differing rows are fetched (every column as PostgreSQL's
 //!    text) and reported per node pair, in key order.
 
@@ -40,9 +52,14 @@ use crate::report::{DiffReport, DiffSummary, PairRows, RowValues};
 use crate::sql::{Key, KeyRange, TableSql};
 use crate::table::{TableInfo, check_agreement};
 
-/// A group (the unit of the first pass) holds about `block_size / 16`
-/// rows, so scattered differences narrow to few rows in one pass.
-const GROUP_DIVISOR: u64 = 16;
+/// A hash group (the unit of the first pass by key hash) holds about
+/// `block_size / 16` rows, so scattered differences narrow to few rows in
+/// one pass.
+const HASH_GROUP_DIVISOR: u64 = 16;
+/// A range group holds about `block_size / 32` rows: more, smaller groups
+/// cost little when they follow the table's order, and a mismatched group
+/// is read back through the index.
+const RANGE_GROUP_DIVISOR: u64 = 32;
 /// At most this many groups per chunk, which bounds the first pass's
 /// memory (about 40 bytes a group per node).
 const MAX_GROUPS: u64 = 1 << 18;
@@ -163,6 +180,92 @@ struct Fingerprint {
     hash: i64,
 }
 
+/// How the work is sized, from the planner's estimate and the options.
+struct Sizing {
+    /// Rows per node (the largest estimate).
+    estimate: f64,
+    /// Pages of the table on `sample_node`.
+    pages: i64,
+    /// The node with the largest estimate, sampled for chunk boundaries.
+    sample_node: usize,
+    /// Scans per node in pass 1.
+    chunks: usize,
+    /// Rows per block (see the divisors).
+    block_size: u64,
+    /// Largest group compared row by row (range groups).
+    compare_unit_size: i64,
+}
+
+impl Sizing {
+    /// Most rows fetched per node and statement in pass 2.
+    fn group_rows(&self, divisor: u64) -> u64 {
+        (self.block_size / divisor).max(1)
+    }
+
+    fn batch_rows(&self) -> i64 {
+        self.compare_unit_size.max(GROUP_BATCH_ROWS)
+    }
+}
+
+/// What the group passes found, for the report's summary.
+#[derive(Debug, Default)]
+struct Counts {
+    chunks: u64,
+    groups: u64,
+    mismatched: u64,
+}
+
+/// A run of keys `[lo, hi]` (a range group `key >> shift`) and its largest
+/// row count on any node.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    lo: i64,
+    hi: i64,
+    shift: u32,
+    largest: i64,
+}
+
+impl Span {
+    fn of(group: i64, shift: u32, largest: i64) -> Self {
+        let (lo, hi) = group_span(i128::from(group), shift);
+        Span {
+            lo,
+            hi,
+            shift,
+            largest,
+        }
+    }
+}
+
+/// The keys `[lo, hi]` of range group `group` (`key >> shift == group`).
+fn group_span(group: i128, shift: u32) -> (i64, i64) {
+    let clamp = |v: i128| v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+    (clamp(group << shift), clamp(((group + 1) << shift) - 1))
+}
+
+/// The groups whose fingerprints differ between any two nodes, in group
+/// order, with the largest row count any node has in them.
+fn mismatched<G: Ord + Copy + std::hash::Hash>(
+    per_node: &[HashMap<G, Fingerprint>],
+) -> Vec<(G, i64)> {
+    let all: BTreeSet<G> = per_node
+        .iter()
+        .flat_map(|fps| fps.keys().copied())
+        .collect();
+    all.into_iter()
+        .filter_map(|group| {
+            let fps: Vec<Fingerprint> = per_node
+                .iter()
+                .map(|fps| fps.get(&group).copied().unwrap_or_default())
+                .collect();
+            fps.iter().any(|fp| *fp != fps[0]).then(|| {
+                let largest = fps.iter().map(|fp| fp.count).max().unwrap_or(0);
+                (group, largest)
+            })
+        })
+        .collect()
+}
+
 /// Runs table-diff on every node of `sessions`.
 ///
 /// # Errors
@@ -201,13 +304,7 @@ pub async fn table_diff(
         .filter(|f| !f.trim().is_empty())
         .map(|f| Filter::parse(f, &table.column_names()))
         .transpose()?;
-    // `t::text` is the cheapest row text, and exact when every node has the
-    // columns in the same order and no value needs normalising.
-    let whole_row = infos
-        .iter()
-        .all(|(_, info)| info.column_names() == table.column_names())
-        && table.columns.iter().all(|c| !c.needs_normalising());
-    let sql = TableSql::new(&table, filter.as_ref()).with_whole_row(whole_row);
+    let sql = TableSql::new(&table, filter.as_ref());
     let scope = Scope::read_only(options.role.as_deref());
     let ctx = Ctx {
         sql: &sql,
@@ -232,109 +329,35 @@ pub async fn table_diff(
         .unwrap_or((0, 0.0, 0));
 
     // Chunks: contiguous key ranges scanned in parallel on each node when
-    // the machine has the cores for it; the first and last are open, so
-    // rows beyond the sampled keys are covered.
+    // the machine has the cores for it.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
     let chunks = ((options.concurrency_factor * cpus) / nodes.len() as f64)
         .floor()
         .max(1.0) as usize;
-    let boundaries = if chunks > 1 {
-        let per_chunk = (estimate / chunks as f64).ceil().max(1.0) as u64;
-        ctx.boundaries(&nodes[sample_node], estimate, pages, per_chunk)
-            .await?
-    } else {
-        Vec::new()
+    let sizing = Sizing {
+        estimate,
+        pages,
+        sample_node,
+        chunks,
+        block_size: options.block_size,
+        compare_unit_size: options.compare_unit_size as i64,
     };
-    let ranges: Vec<KeyRange> = (0..=boundaries.len())
-        .map(|i| KeyRange {
-            lo: (i > 0).then(|| boundaries[i - 1].clone()),
-            hi: boundaries.get(i).cloned(),
-        })
-        .collect();
-    let group_rows = (options.block_size / GROUP_DIVISOR).max(1);
-    let groups_wanted = (estimate / ranges.len() as f64 / group_rows as f64).ceil() as u64;
-    let mask = groups_wanted.clamp(1, MAX_GROUPS).next_power_of_two() - 1;
-    progress.check()?;
-    tracing::debug!(
-        elapsed = ?started.elapsed(),
-        chunks = ranges.len(),
-        groups = mask + 1,
-        whole_row,
-        "planned"
-    );
-
-    // Pass 1: group fingerprints on every node, every chunk at once.
-    progress.add_total(ranges.len() as u64);
-    let per_node = try_join_all(
-        nodes
-            .iter()
-            .map(|node| ctx.group_fingerprints(node, &ranges, mask)),
-    )
-    .await?;
-    progress.add_done(ranges.len() as u64);
-
-    // Which groups differ between any two nodes, and their largest count.
-    let all_groups: BTreeSet<(usize, i64)> = per_node
-        .iter()
-        .flat_map(|fps| fps.keys().copied())
-        .collect();
-    let mut mismatched: Vec<((usize, i64), i64)> = Vec::new();
-    for group in all_groups {
-        let fps: Vec<Fingerprint> = per_node
-            .iter()
-            .map(|fps| fps.get(&group).copied().unwrap_or_default())
-            .collect();
-        if fps.iter().any(|fp| *fp != fps[0]) {
-            let largest = fps.iter().map(|fp| fp.count).max().unwrap_or(0);
-            mismatched.push((group, largest));
-        }
-    }
-    drop(per_node);
-    let mismatched_groups = mismatched.len();
-    tracing::debug!(elapsed = ?started.elapsed(), groups = mismatched.len(), "groups hashed");
-
-    // Pass 2: the rows of mismatched groups, in batches of at most
-    // GROUP_BATCH_ROWS rows per node (one scan per chunk and batch),
-    // compared key by key in Rust.
     let pairs: Vec<(usize, usize)> = (0..nodes.len())
         .flat_map(|a| ((a + 1)..nodes.len()).map(move |b| (a, b)))
         .collect();
     let mut collector = Collector::new(&pairs, options.max_diff_rows);
-    let batch_rows = (options.compare_unit_size as i64).max(GROUP_BATCH_ROWS);
-    let mut batches: Vec<(usize, Vec<i64>)> = Vec::new();
-    let mut rows_in_batch = 0;
-    for ((chunk, group), largest) in mismatched {
-        match batches.last_mut() {
-            Some((last_chunk, groups))
-                if *last_chunk == chunk && rows_in_batch + largest <= batch_rows =>
-            {
-                groups.push(group);
-                rows_in_batch += largest;
-            }
-            _ => {
-                batches.push((chunk, vec![group]));
-                rows_in_batch = largest;
-            }
-        }
-    }
-    progress.add_total(batches.len() as u64);
-    for (chunk, groups) in batches {
-        progress.check()?;
-        if collector.full() {
-            break;
-        }
-        let range = &ranges[chunk];
-        let hashes = try_join_all(
-            nodes
-                .iter()
-                .map(|node| ctx.group_row_hashes(node, range, mask, &groups)),
-        )
-        .await?;
-        collector.compare(&hashes);
-        progress.add_done(1);
-    }
+    let found = match sql.integer_key_bits() {
+        Some(bits) => ctx.range_diff(nodes, &sizing, bits, &mut collector).await?,
+        None => ctx.hash_diff(nodes, &sizing, &mut collector).await?,
+    };
+    tracing::debug!(
+        elapsed = ?started.elapsed(),
+        chunks = found.chunks,
+        groups = found.groups,
+        mismatched = found.mismatched,
+        "groups compared"
+    );
 
-    tracing::debug!(elapsed = ?started.elapsed(), "rows compared");
     // Rows for every differing key, per node.
     let wanted = collector.keys_per_node(nodes.len());
     let rows = try_join_all(
@@ -394,8 +417,8 @@ pub async fn table_diff(
             diff_rows_count: counts,
             diff_row_limit_reached: limit_reached,
             total_rows_checked: estimate.max(0.0) as i64,
-            initial_ranges_count: ranges.len() as u64,
-            mismatched_ranges_count: mismatched_groups as u64,
+            initial_ranges_count: found.groups,
+            mismatched_ranges_count: found.mismatched,
             primary_key: table.primary_key.clone(),
             columns: table
                 .columns
@@ -512,92 +535,384 @@ impl Ctx<'_> {
         Ok(boundaries)
     }
 
-    /// Pass 1 on one node: fingerprints per (chunk, group).
-    async fn group_fingerprints(
+    /// Groups by key hash (any key): chunks from sampled keys, pass 1 per
+    /// `(chunk, key hash & mask)`, pass 2 by full scans of the chunks,
+    /// picking the rows of mismatched groups.
+    async fn hash_diff(
         &self,
-        node: &NodeSession,
-        ranges: &[KeyRange],
-        mask: u64,
-    ) -> Result<HashMap<(usize, i64), Fingerprint>> {
-        let parts = try_join_all(ranges.iter().enumerate().map(|(chunk, range)| async move {
-            let sql = self.sql.group_hashes(range, mask);
-            let mut query = sqlx::query(&sql);
-            for value in self.sql.range_binds(range) {
-                query = query.bind(value);
-            }
-            let mut tx = node.begin(self.scope).await?;
-            // The planner cannot know how few groups there are: it would
-            // sort every row to disk, or run a parallel partial aggregate
-            // whose workers each build the whole table of groups (three
-            // times the CPU for one scan). Hash them in memory, in one
-            // process per scan; nodes and chunks give the parallelism.
-            for setting in [
-                "SET LOCAL enable_sort = off",
-                "SET LOCAL work_mem = '64MB'",
-                "SET LOCAL max_parallel_workers_per_gather = 0",
-            ] {
-                sqlx::query(setting)
-                    .execute(tx.conn())
-                    .await
-                    .map_err(|e| EngineError::query(node.name(), e))?;
-            }
-            let rows = query
-                .fetch_all(tx.conn())
-                .await
-                .map_err(|e| EngineError::query(node.name(), e))?;
-            tx.commit().await?;
-            let mut out = HashMap::with_capacity(rows.len());
-            for row in rows {
-                let read = || -> Result<(i64, Fingerprint), sqlx::Error> {
-                    Ok((
-                        row.try_get(0)?,
-                        Fingerprint {
-                            count: row.try_get(1)?,
-                            hash: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
-                        },
-                    ))
-                };
-                let (group, fp) = read().map_err(|e| EngineError::query(node.name(), e))?;
-                out.insert((chunk, group), fp);
-            }
-            Ok::<_, EngineError>(out)
+        nodes: &[NodeSession],
+        sizing: &Sizing,
+        collector: &mut Collector,
+    ) -> Result<Counts> {
+        // The first and last chunks are open, so rows beyond the sampled
+        // keys are covered.
+        let boundaries = if sizing.chunks > 1 {
+            let per_chunk = (sizing.estimate / sizing.chunks as f64).ceil().max(1.0) as u64;
+            self.boundaries(
+                &nodes[sizing.sample_node],
+                sizing.estimate,
+                sizing.pages,
+                per_chunk,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        let ranges: Vec<KeyRange> = (0..=boundaries.len())
+            .map(|i| KeyRange {
+                lo: (i > 0).then(|| boundaries[i - 1].clone()),
+                hi: boundaries.get(i).cloned(),
+            })
+            .collect();
+        let groups_wanted =
+            (sizing.estimate / ranges.len() as f64 / sizing.group_rows(HASH_GROUP_DIVISOR) as f64)
+                .ceil() as u64;
+        let mask = groups_wanted.clamp(1, MAX_GROUPS).next_power_of_two() - 1;
+        self.progress.check()?;
+
+        // Pass 1: group fingerprints on every node, every chunk at once.
+        self.progress.add_total(ranges.len() as u64);
+        let per_node = try_join_all(nodes.iter().map(|node| {
+            try_join_all(
+                ranges
+                    .iter()
+                    .enumerate()
+                    .map(move |(chunk, range)| async move {
+                        let sql = self.sql.hash_group_fingerprints(range, mask);
+                        let mut query = sqlx::query(&sql);
+                        for value in self.sql.range_binds(range) {
+                            query = query.bind(value);
+                        }
+                        let groups = self.fingerprints(node, query).await?;
+                        Ok::<_, EngineError>(
+                            groups.into_iter().map(move |(g, fp)| ((chunk, g), fp)),
+                        )
+                    }),
+            )
         }))
         .await?;
-        Ok(parts.into_iter().flatten().collect())
+        let per_node: Vec<HashMap<(usize, i64), Fingerprint>> = per_node
+            .into_iter()
+            .map(|parts| parts.into_iter().flatten().collect())
+            .collect();
+        self.progress.add_done(ranges.len() as u64);
+        let mismatched = mismatched(&per_node);
+        drop(per_node);
+        let counts = Counts {
+            chunks: ranges.len() as u64,
+            groups: ranges.len() as u64 * (mask + 1),
+            mismatched: mismatched.len() as u64,
+        };
+
+        // Pass 2: the rows of mismatched groups, in batches of at most
+        // GROUP_BATCH_ROWS rows per node (one scan per chunk and batch),
+        // compared key by key in Rust.
+        let mut batches: Vec<(usize, Vec<i64>)> = Vec::new();
+        let mut rows_in_batch = 0;
+        for ((chunk, group), largest) in mismatched {
+            match batches.last_mut() {
+                Some((last_chunk, groups))
+                    if *last_chunk == chunk && rows_in_batch + largest <= sizing.batch_rows() =>
+                {
+                    groups.push(group);
+                    rows_in_batch += largest;
+                }
+                _ => {
+                    batches.push((chunk, vec![group]));
+                    rows_in_batch = largest;
+                }
+            }
+        }
+        self.progress.add_total(batches.len() as u64);
+        for (chunk, groups) in batches {
+            self.progress.check()?;
+            if collector.full() {
+                break;
+            }
+            let range = &ranges[chunk];
+            let sql = self.sql.hash_group_row_hashes(range, mask);
+            let hashes = try_join_all(nodes.iter().map(|node| {
+                let mut query = sqlx::query(&sql);
+                for value in self.sql.range_binds(range) {
+                    query = query.bind(value);
+                }
+                self.row_hashes(node, query.bind(groups.clone()))
+            }))
+            .await?;
+            collector.compare(&hashes);
+            self.progress.add_done(1);
+        }
+        Ok(counts)
     }
 
-    /// Pass 2 on one node: keys and row hashes of the rows of `groups` in
-    /// `range`, in one scan.
-    async fn group_row_hashes(
+    /// Groups by key range (one integer key of `bits` bits): groups are
+    /// runs of `2^shift` consecutive keys, so a table stored roughly in key
+    /// order is aggregated with its groups in cache, and a mismatched group
+    /// is read back through the primary key's index. A mismatched group
+    /// larger than `compare_unit_size` rows on some node is split into
+    /// finer groups, again by index range, until small.
+    async fn range_diff(
         &self,
-        node: &NodeSession,
-        range: &KeyRange,
-        mask: u64,
-        groups: &[i64],
-    ) -> Result<HashMap<Key, (i64, i64)>> {
+        nodes: &[NodeSession],
+        sizing: &Sizing,
+        bits: u32,
+        collector: &mut Collector,
+    ) -> Result<Counts> {
+        // The keys' extent over every node, from the ends of the index.
+        let bounds = try_join_all(nodes.iter().map(|node| self.key_bounds(node))).await?;
+        let extent = bounds
+            .into_iter()
+            .flatten()
+            .reduce(|(lo, hi), (a, b)| (lo.min(a), hi.max(b)));
+        let Some((min, max)) = extent else {
+            // Empty on every node.
+            return Ok(Counts::default());
+        };
         self.progress.check()?;
-        let sql = self.sql.group_row_hashes(range, mask);
-        let mut query = sqlx::query(&sql);
-        for value in self.sql.range_binds(range) {
-            query = query.bind(value);
+
+        // Unique keys: no more rows than the span of keys.
+        let span = (i128::from(max) - i128::from(min) + 1) as f64;
+        let rows = sizing.estimate.clamp(1.0, span);
+        let group_rows = sizing.group_rows(RANGE_GROUP_DIVISOR);
+        let wanted = (rows / group_rows as f64)
+            .ceil()
+            .clamp(1.0, (MAX_GROUPS as usize * sizing.chunks) as f64) as i128;
+        let mut shift = 0;
+        while shift < bits - 1 && (i128::from(max) >> shift) - (i128::from(min) >> shift) >= wanted
+        {
+            shift += 1;
         }
-        query = query.bind(groups.to_vec());
+
+        // Chunks: contiguous runs of groups, the first and last open.
+        let (first, last) = (i128::from(min >> shift), i128::from(max >> shift));
+        let groups = last - first + 1;
+        let chunks = (sizing.chunks as i128).min(groups);
+        let spans: Vec<(i64, i64)> = (0..chunks)
+            .map(|i| {
+                let lo = if i == 0 {
+                    i64::MIN
+                } else {
+                    group_span(first + groups * i / chunks, shift).0
+                };
+                let hi = if i == chunks - 1 {
+                    i64::MAX
+                } else {
+                    group_span(first + groups * (i + 1) / chunks, shift).0 - 1
+                };
+                (lo, hi)
+            })
+            .collect();
+
+        // Pass 1: group fingerprints on every node, every chunk at once.
+        self.progress.add_total(spans.len() as u64);
+        let bounded = spans.len() > 1;
+        let per_node = try_join_all(
+            nodes
+                .iter()
+                .map(|node| self.range_fingerprints(node, &spans, shift, bounded)),
+        )
+        .await?;
+        self.progress.add_done(spans.len() as u64);
+        let mut work: Vec<Span> = mismatched(&per_node)
+            .into_iter()
+            .map(|(group, largest)| Span::of(group, shift, largest))
+            .collect();
+        drop(per_node);
+        let counts = Counts {
+            chunks: spans.len() as u64,
+            groups: groups as u64,
+            mismatched: work.len() as u64,
+        };
+        tracing::debug!(
+            shift,
+            groups = counts.groups,
+            mismatched = counts.mismatched,
+            "range groups hashed"
+        );
+
+        // Split mismatched groups too large to compare row by row.
+        let mut small = Vec::new();
+        while let Some(span) = work.pop() {
+            if span.largest <= sizing.compare_unit_size || span.shift == 0 {
+                small.push(span);
+                continue;
+            }
+            self.progress.check()?;
+            let parts = (span.largest as u64).div_ceil(group_rows).max(2);
+            let sub = span
+                .shift
+                .saturating_sub(parts.next_power_of_two().trailing_zeros())
+                .min(span.shift - 1);
+            let bounds = [(span.lo, span.hi)];
+            let per_node = try_join_all(
+                nodes
+                    .iter()
+                    .map(|node| self.range_fingerprints(node, &bounds, sub, true)),
+            )
+            .await?;
+            work.extend(
+                mismatched(&per_node)
+                    .into_iter()
+                    .map(|(group, largest)| Span::of(group, sub, largest)),
+            );
+        }
+        small.sort_by_key(|span| span.lo);
+        tracing::debug!(groups = small.len(), "range groups split");
+
+        // Pass 2: the rows of mismatched groups through the index, at most
+        // GROUP_BATCH_ROWS rows per node and statement, compared key by
+        // key in Rust.
+        let mut batches: Vec<Vec<Span>> = Vec::new();
+        let mut rows_in_batch = 0;
+        for span in small {
+            match batches.last_mut() {
+                Some(batch) if rows_in_batch + span.largest <= sizing.batch_rows() => {
+                    rows_in_batch += span.largest;
+                    batch.push(span);
+                }
+                _ => {
+                    rows_in_batch = span.largest;
+                    batches.push(vec![span]);
+                }
+            }
+        }
+        self.progress.add_total(batches.len() as u64);
+        let sql = self.sql.range_row_hashes();
+        for batch in batches {
+            self.progress.check()?;
+            if collector.full() {
+                break;
+            }
+            let lo: Vec<i64> = batch.iter().map(|span| span.lo).collect();
+            let hi: Vec<i64> = batch.iter().map(|span| span.hi).collect();
+            let hashes = try_join_all(nodes.iter().map(|node| {
+                self.row_hashes(node, sqlx::query(&sql).bind(lo.clone()).bind(hi.clone()))
+            }))
+            .await?;
+            collector.compare(&hashes);
+            self.progress.add_done(1);
+        }
+        Ok(counts)
+    }
+
+    /// The smallest and largest key on one node (an integer key).
+    async fn key_bounds(&self, node: &NodeSession) -> Result<Option<(i64, i64)>> {
         let mut tx = node.begin(self.scope).await?;
-        let rows = query
-            .fetch_all(tx.conn())
+        let (min, max): (Option<i64>, Option<i64>) = sqlx::query_as(&self.sql.key_bounds())
+            .fetch_one(tx.conn())
             .await
             .map_err(|e| EngineError::query(node.name(), e))?;
         tx.commit().await?;
-        let n = self.sql.key_len();
-        let mut out = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let read = || -> Result<(Key, (i64, i64)), sqlx::Error> {
-                Ok((key_of(&row, 0, n)?, (row.try_get(n)?, row.try_get(n + 1)?)))
+        Ok(min.zip(max))
+    }
+
+    /// Pass 1 by key range on one node: fingerprints per group
+    /// `key >> shift` in each of `spans`, one scan per span, all at once.
+    async fn range_fingerprints(
+        &self,
+        node: &NodeSession,
+        spans: &[(i64, i64)],
+        shift: u32,
+        bounded: bool,
+    ) -> Result<HashMap<i64, Fingerprint>> {
+        let sql = self.sql.range_group_fingerprints(shift, bounded);
+        let parts = try_join_all(spans.iter().map(|&(lo, hi)| {
+            let query = sqlx::query(&sql);
+            let query = if bounded {
+                query.bind(lo).bind(hi)
+            } else {
+                query
             };
-            let (key, hashes) = read().map_err(|e| EngineError::query(node.name(), e))?;
-            out.insert(key, hashes);
-        }
-        Ok(out)
+            self.fingerprints(node, query)
+        }))
+        .await?;
+        // Spans hold whole groups, so no group is in two spans.
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// Runs one fingerprint statement (rows of group, count, hash).
+    async fn fingerprints(
+        &self,
+        node: &NodeSession,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<HashMap<i64, Fingerprint>> {
+        let mut tx = node.begin(self.scope).await?;
+        // The planner cannot know how few groups there are: it would sort
+        // every row to disk, or run a parallel partial aggregate whose
+        // workers each build the whole table of groups (three times the CPU
+        // for one scan). Hash them in memory, in one process per scan;
+        // nodes and chunks give the parallelism.
+        sqlx::query(
+            "SELECT set_config('enable_sort', 'off', true), \
+                    set_config('work_mem', '64MB', true), \
+                    set_config('max_parallel_workers_per_gather', '0', true)",
+        )
+        .execute(tx.conn())
+        .await
+        .map_err(|e| EngineError::query(node.name(), e))?;
+        type Arrays = (Option<Vec<i64>>, Option<Vec<i64>>, Option<Vec<Option<i64>>>);
+        let (groups, counts, hashes): Arrays = query
+            .try_map(|row: sqlx::postgres::PgRow| {
+                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+            })
+            .fetch_one(tx.conn())
+            .await
+            .map_err(|e| EngineError::query(node.name(), e))?;
+        tx.commit().await?;
+        let (groups, counts, hashes) = (
+            groups.unwrap_or_default(),
+            counts.unwrap_or_default(),
+            hashes.unwrap_or_default(),
+        );
+        Ok(groups
+            .into_iter()
+            .zip(counts)
+            .zip(hashes)
+            .map(|((group, count), hash)| {
+                let hash = hash.unwrap_or(0);
+                (group, Fingerprint { count, hash })
+            })
+            .collect())
+    }
+
+    /// Pass 2 on one node: runs a row-hash statement (key texts, two row
+    /// hashes).
+    async fn row_hashes(
+        &self,
+        node: &NodeSession,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<HashMap<Key, (i64, i64)>> {
+        self.progress.check()?;
+        let mut tx = node.begin(self.scope).await?;
+        let n = self.sql.key_len();
+        let (keys, h0, h1) = query
+            .try_map(|row: sqlx::postgres::PgRow| {
+                let keys = (0..n)
+                    .map(|i| {
+                        Ok(row
+                            .try_get::<Option<Vec<String>>, _>(i)?
+                            .unwrap_or_default())
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                let hashes = |i| {
+                    Ok::<_, sqlx::Error>(row.try_get::<Option<Vec<i64>>, _>(i)?.unwrap_or_default())
+                };
+                Ok((keys, hashes(n)?, hashes(n + 1)?))
+            })
+            .fetch_one(tx.conn())
+            .await
+            .map_err(|e| EngineError::query(node.name(), e))?;
+        tx.commit().await?;
+        // Column arrays to one key per row.
+        let mut columns: Vec<_> = keys.into_iter().map(Vec::into_iter).collect();
+        Ok(h0
+            .into_iter()
+            .zip(h1)
+            .map(|hashes| {
+                let key: Key = columns.iter_mut().filter_map(Iterator::next).collect();
+                (key, hashes)
+            })
+            .collect())
     }
 
     /// Every column as text for `keys`, in key order.

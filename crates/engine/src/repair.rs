@@ -1928,7 +1928,6 @@ mod tests {
             generated,
             identity,
             not_null: false,
-            hash_extended: None,
         };
         TableInfo {
             schema: "public".into(),

@@ -10,6 +10,9 @@ use ace_session::quote_ident;
 use crate::filter::Filter;
 use crate::table::{Column, TableInfo};
 
+/// What a NULL value contributes to a row hash: a fixed 64-bit mark.
+const NULL_MARK: i64 = -7_046_029_254_386_353_131;
+
 /// A key value as text (one string per key column).
 pub type Key = Vec<String>;
 
@@ -29,7 +32,6 @@ pub struct TableSql {
     keys: Vec<Column>,
     columns: Vec<Column>,
     filter: Option<String>,
-    whole_row: bool,
 }
 
 impl TableSql {
@@ -40,17 +42,7 @@ impl TableSql {
             keys: table.key_columns().into_iter().cloned().collect(),
             columns: table.columns.clone(),
             filter: filter.map(|f| f.sql().to_owned()),
-            whole_row: false,
         }
-    }
-
-    /// Hash the whole-row text `t::text` (cheaper than building a new
-    /// record) instead of `ROW(col, ...)::text`. Only valid when every node
-    /// has the columns in the same order and no column needs normalising
-    /// (see [`Column::comparable_sql`]).
-    pub fn with_whole_row(mut self, whole_row: bool) -> Self {
-        self.whole_row = whole_row;
-        self
     }
 
     /// Number of key columns.
@@ -75,14 +67,30 @@ impl TableSql {
             .join(", ")
     }
 
-    /// The row's comparable text: NULL differs from '', separators inside
-    /// values are quoted by the record output function.
-    fn row_text(&self) -> String {
-        if self.whole_row {
-            return "t::text".to_owned();
+    /// A 64-bit hash of the whole row, `chain` picking one of independent
+    /// hashes (0 and 1).
+    ///
+    /// Each column's value hash ([`Column::hash_sql`], seeded by its
+    /// position and the chain) is folded into the hash of the columns
+    /// before it through a mixing step, `hashint4extended(0, h)`, which
+    /// stirs all 64 bits of `h` as a seed; a last mix ends the row. So
+    /// values cannot move between columns or rows unseen, NULL (a fixed
+    /// mark) differs from every value including `''`, and no separator is
+    /// involved. It hashes columns by name, whatever their order on disk.
+    fn row_hash(&self, chain: i64) -> String {
+        let mut hash = String::new();
+        for (position, column) in self.columns.iter().enumerate() {
+            let value = format!(
+                "coalesce({}, {NULL_MARK})",
+                column.hash_sql("t", (chain << 32) | position as i64)
+            );
+            hash = if hash.is_empty() {
+                value
+            } else {
+                format!("{value} # hashint4extended(0, {hash})")
+            };
         }
-        let parts: Vec<String> = self.columns.iter().map(|c| c.comparable_sql("t")).collect();
-        format!("ROW({})::text", parts.join(", "))
+        format!("hashint4extended(0, {hash})")
     }
 
     /// `WHERE` conditions for a range and the filter; binds start at
@@ -140,47 +148,116 @@ impl TableSql {
         )
     }
 
-    /// A 64-bit hash of the row's key (its comparable text), which places
-    /// the row in the same group on every node.
-    ///
-    /// Each key column is hashed with its type's extended hash function
-    /// (consistent with the type's equality: `1.5` and `1.50` hash alike),
-    /// seeded by its position, and the hashes are XORed; a type without one
-    /// is hashed through its comparable text.
+    /// A 64-bit hash of the row's key, which places the row in the same
+    /// group on every node: each key column's value hash
+    /// ([`Column::hash_sql`], seeded by its position), XORed.
     fn key_hash(&self) -> String {
         let parts: Vec<String> = self
             .keys
             .iter()
             .enumerate()
-            .map(|(seed, k)| match &k.hash_extended {
-                Some(function) => format!("{function}(t.{}, {seed})", quote_ident(&k.name)),
-                None => format!(
-                    "hashtextextended(({})::text, {seed})",
-                    k.comparable_sql("t")
-                ),
-            })
+            .map(|(seed, k)| k.hash_sql("t", seed as i64))
             .collect();
         format!("({})", parts.join(" # "))
     }
 
-    /// One scan of `range`: per group (`key hash & mask`), the row count
-    /// and the 64-bit XOR aggregate of the rows' hashes. One hash keeps this
-    /// pass as cheap as a plain scan; rows are compared with two hashes
-    /// (128 bits) later. Binds: the range's.
-    pub fn group_hashes(&self, range: &KeyRange, mask: u64) -> String {
-        let (conditions, _) = self.conditions(range, 1);
+    /// The number of bits of the key when it is one integer column
+    /// (`int2`, `int4`, `int8`, or a domain over one): rows can then be
+    /// grouped by key range with arithmetic, and ranges read through the
+    /// primary key's index.
+    pub fn integer_key_bits(&self) -> Option<u32> {
+        match self.keys.as_slice() {
+            [key] => match key.base_type.as_str() {
+                "int2" => Some(16),
+                "int4" => Some(32),
+                "int8" => Some(64),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The smallest and largest key (an integer key), read from the ends of
+    /// the primary key's index; NULLs for an empty table.
+    pub fn key_bounds(&self) -> String {
         format!(
-            "SELECT ({key_hash} & {mask})::int8 AS g, count(*), \
-             bit_xor(hashtextextended({row}, 0)) FROM {table} AS t{conditions} GROUP BY 1",
-            key_hash = self.key_hash(),
-            row = self.row_text(),
+            "SELECT min({key})::int8, max({key})::int8 FROM {table} AS t",
+            key = self.key_list(),
             table = self.table,
         )
     }
 
-    /// Each row's key and two hashes, for the rows of `range` in the given
-    /// groups, in one scan. Binds: the range's, then the groups as `int8[]`.
-    pub fn group_row_hashes(&self, range: &KeyRange, mask: u64) -> String {
+    /// Per group, the row count and the 64-bit XOR aggregate of the rows'
+    /// hashes, as three arrays in one row (groups, counts, hashes): tens of
+    /// thousands of rows would cost more to send and decode. One hash keeps
+    /// this pass as cheap as a plain scan; rows are compared with two
+    /// hashes (128 bits) later.
+    fn fingerprints(&self, group: &str, conditions: &str) -> String {
+        format!(
+            "SELECT array_agg(f.g), array_agg(f.n), array_agg(f.h) \
+             FROM (SELECT ({group})::int8 AS g, count(*) AS n, bit_xor({row}) AS h \
+                   FROM {table} AS t{conditions} GROUP BY 1) f",
+            row = self.row_hash(0),
+            table = self.table,
+        )
+    }
+
+    /// Pass 1 by key hash: one scan of `range`, fingerprints per group
+    /// `key hash & mask`. Binds: the range's.
+    pub fn hash_group_fingerprints(&self, range: &KeyRange, mask: u64) -> String {
+        let (conditions, _) = self.conditions(range, 1);
+        self.fingerprints(&format!("{} & {mask}", self.key_hash()), &conditions)
+    }
+
+    /// Pass 1 by key range (an integer key): fingerprints per group
+    /// `key >> shift`, i.e. runs of `2^shift` consecutive keys. When
+    /// `bounded`, only keys between `$1` and `$2` (`int8`, inclusive) are
+    /// read.
+    pub fn range_group_fingerprints(&self, shift: u32, bounded: bool) -> String {
+        let key = self.key_list();
+        let mut conditions = Vec::new();
+        if bounded {
+            conditions.push(format!("{key} BETWEEN $1::int8 AND $2::int8"));
+        }
+        conditions.extend(self.filter.clone());
+        let conditions = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        self.fingerprints(&format!("{key} >> {shift}"), &conditions)
+    }
+
+    /// Each row's key texts and two row hashes, for the rows a subquery
+    /// with the given `FROM ... WHERE` tail reads; one array per key column
+    /// and per hash, in one row (cheaper to send and decode than a row per
+    /// row).
+    fn row_hashes(&self, from: &str, tail: &str) -> String {
+        let key_aliases: Vec<String> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("({})::text AS k{}", k.comparable_sql("t"), i + 1))
+            .collect();
+        let outputs: Vec<String> = (1..=self.keys.len())
+            .map(|i| format!("array_agg(s.k{i})"))
+            .collect();
+        format!(
+            "SELECT {outputs}, array_agg(s.h0), array_agg(s.h1) \
+             FROM {from}(SELECT {keys}, {h0} AS h0, {h1} AS h1 \
+                         FROM {table} AS t{tail} OFFSET 0) s",
+            outputs = outputs.join(", "),
+            keys = key_aliases.join(", "),
+            h0 = self.row_hash(0),
+            h1 = self.row_hash(1),
+            table = self.table,
+        )
+    }
+
+    /// Pass 2 by key hash: each row's key and two hashes, for the rows of
+    /// `range` in the given groups, in one scan. Binds: the range's, then
+    /// the groups as `int8[]`.
+    pub fn hash_group_row_hashes(&self, range: &KeyRange, mask: u64) -> String {
         let (conditions, binds) = self.conditions(range, 1);
         let groups = format!(
             "({} & {mask}) = ANY(${}::int8[])",
@@ -192,26 +269,25 @@ impl TableSql {
         } else {
             format!("{conditions} AND {groups}")
         };
-        let n = self.keys.len();
-        let key_aliases: Vec<String> = self
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("({})::text AS k{}", k.comparable_sql("t"), i + 1))
-            .collect();
-        let outputs: Vec<String> = (1..=n).map(|i| format!("s.k{i}")).collect();
-        format!(
-            "SELECT {outputs}, hashtextextended(s.r, 0), hashtextextended(s.r, 1) \
-             FROM (SELECT {keys}, {row} AS r FROM {table} AS t{conditions} OFFSET 0) s",
-            outputs = outputs.join(", "),
-            keys = key_aliases.join(", "),
-            row = self.row_text(),
-            table = self.table,
+        self.row_hashes("", &conditions)
+    }
+
+    /// Pass 2 by key range (an integer key): each row's key and two hashes,
+    /// for the keys in any of the ranges `[$1[i], $2[i]]` (`int8[]`), each
+    /// range read through the primary key's index.
+    pub fn range_row_hashes(&self) -> String {
+        let mut tail = format!(" WHERE {} BETWEEN b.lo AND b.hi", self.key_list());
+        if let Some(filter) = &self.filter {
+            tail.push_str(" AND ");
+            tail.push_str(filter);
+        }
+        self.row_hashes(
+            "unnest($1::int8[], $2::int8[]) AS b(lo, hi) CROSS JOIN LATERAL ",
+            &tail,
         )
     }
 
-    /// The binds of a range, in the order [`TableSql::bucket_hashes`] and
-    /// the other range statements expect them.
+    /// The binds of a range, in the order the range statements expect them.
     pub fn range_binds(&self, range: &KeyRange) -> Vec<String> {
         self.conditions(range, 1).1
     }
@@ -226,10 +302,11 @@ impl TableSql {
             .map(|c| format!("t.{}::text", quote_ident(&c.name)))
             .collect();
         let columns = format!(
-            "{}, hashtextextended({row}, 0), hashtextextended({row}, 1), {}",
+            "{}, {}, {}, {}",
             self.key_texts(),
+            self.row_hash(0),
+            self.row_hash(1),
             columns.join(", "),
-            row = self.row_text()
         );
         let casts: Vec<String> = self
             .keys

@@ -22,11 +22,6 @@ pub struct Column {
     pub identity: Option<char>,
     /// `NOT NULL`.
     pub not_null: bool,
-    /// The base type's extended hash function (`hashint4extended`, ...),
-    /// from its default hash operator class; it is consistent with the
-    /// type's equality and stable across PostgreSQL versions (hash
-    /// partitioning relies on that). `None` when the type has none.
-    pub hash_extended: Option<String>,
 }
 
 impl Column {
@@ -44,9 +39,37 @@ impl Column {
         }
     }
 
-    /// Whether [`Column::comparable_sql`] changes the value's text.
-    pub fn needs_normalising(&self) -> bool {
-        matches!(self.base_type.as_str(), "numeric" | "float4" | "float8")
+    /// A seeded 64-bit hash of this column's value (NULL for NULL), equal
+    /// for values PostgreSQL holds equal and the same on every node.
+    ///
+    /// Common scalar types use their own hash function, which is several
+    /// times cheaper than printing the value; every other type hashes its
+    /// comparable text ([`Column::comparable_sql`]). A type's own hash is
+    /// used only where unequal values never hash alike by construction:
+    /// not `numeric` (its hash ignores the sign), `jsonb` or arrays (they
+    /// ignore nesting and bounds), nor enums and `reg*` types (they hash
+    /// node-local OIDs). `int8`'s hash folds 64 bits into 32, so both
+    /// halves are hashed in turn. Text is hashed under the `C` collation,
+    /// byte for byte.
+    pub fn hash_sql(&self, alias: &str, seed: i64) -> String {
+        let column = format!("{alias}.{}", quote_ident(&self.name));
+        match self.base_type.as_str() {
+            "int2" => format!("hashint2extended({column}, {seed})"),
+            "int4" => format!("hashint4extended({column}, {seed})"),
+            "int8" => format!(
+                "hashint8extended({column} >> 32, hashint8extended({column} & 4294967295, {seed}))"
+            ),
+            "bool" => format!("hashint4extended({column}::int4, {seed})"),
+            "float4" => format!("hashfloat4extended({column}, {seed})"),
+            "float8" => format!("hashfloat8extended({column}, {seed})"),
+            "text" | "varchar" => format!("hashtextextended({column}::text COLLATE \"C\", {seed})"),
+            "bpchar" => format!("hashbpcharextended({column}::bpchar COLLATE \"C\", {seed})"),
+            "uuid" => format!("uuid_hash_extended({column}, {seed})"),
+            _ => format!(
+                "hashtextextended(({})::text COLLATE \"C\", {seed})",
+                self.comparable_sql(alias)
+            ),
+        }
     }
 
     /// How values of this column are typed in a JSON report.
@@ -131,15 +154,7 @@ impl TableInfo {
                     b.typcategory::text AS category,
                     a.attgenerated <> '' AS generated,
                     NULLIF(a.attidentity, '')::text AS identity,
-                    a.attnotnull AS not_null,
-                    (SELECT ap.amproc::regproc::text
-                     FROM pg_opclass oc
-                     JOIN pg_am am ON am.oid = oc.opcmethod AND am.amname = 'hash'
-                     JOIN pg_amproc ap ON ap.amprocfamily = oc.opcfamily
-                          AND ap.amproclefttype = b.oid AND ap.amprocrighttype = b.oid
-                          AND ap.amprocnum = 2
-                     WHERE oc.opcintype = b.oid AND oc.opcdefault
-                     LIMIT 1) AS hash_extended
+                    a.attnotnull AS not_null
              FROM pg_attribute a
              JOIN pg_type t ON t.oid = a.atttypid
              JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
@@ -162,7 +177,6 @@ impl TableInfo {
                 generated: row.try_get("generated").map_err(query)?,
                 identity: identity.and_then(|s| s.chars().next()),
                 not_null: row.try_get("not_null").map_err(query)?,
-                hash_extended: row.try_get("hash_extended").map_err(query)?,
             });
         }
 

@@ -205,6 +205,153 @@ async fn rows_on_one_node_only_anywhere_in_the_key_range() {
 }
 
 #[tokio::test]
+async fn changes_no_hash_of_a_value_can_hide() {
+    // Unequal values that some of PostgreSQL's own hash functions hash
+    // alike (int8 folded to 32 bits, numeric without its sign, jsonb
+    // without nesting, arrays without bounds), values moved between rows
+    // of one group or between columns, and NULL against ''.
+    let cluster = TestCluster::start(2).await.unwrap();
+    on_all(
+        &cluster,
+        "CREATE TABLE public.h (id int PRIMARY KEY, a int8, n numeric, j jsonb, arr int[],
+                                x text, y text);
+         INSERT INTO public.h VALUES
+           (1, 0, 1, '1', '{1}', 'x', 'y'),
+           (2, 1, 5, '1', '{1}', 'x', 'y'),
+           (3, 1, 1, '[[1], 2]', '{1}', 'x', 'y'),
+           (4, 1, 1, '1', '{1,2}', 'x', 'y'),
+           (5, 1, 1, '1', '{1,2}', 'x', 'y'),
+           (6, 1, 1, '1', '{1}', 'p', 'y'),
+           (7, 1, 1, '1', '{1}', 'q', 'y'),
+           (8, 1, 1, '1', '{1}', 'ab', 'c'),
+           (9, 1, 1, '1', '{1}', NULL, 'y'),
+           (10, 1, 1, '1', '{1}', 'm', 'n'),
+           (11, 1, 1, '1', '{1}', 'same', 'same');
+         CREATE TABLE public.swap (id int PRIMARY KEY, x text, y int8);
+         INSERT INTO public.swap VALUES (1, 'p', 10), (2, 'q', 20), (3, 'r', 30);",
+    )
+    .await;
+    on(
+        &cluster,
+        1,
+        "UPDATE public.h SET a = 4294967297 WHERE id = 1;
+         UPDATE public.h SET n = -5 WHERE id = 2;
+         UPDATE public.h SET j = '[[1, 2]]' WHERE id = 3;
+         UPDATE public.h SET arr = '{{1,2}}' WHERE id = 4;
+         UPDATE public.h SET arr = '[0:1]={1,2}' WHERE id = 5;
+         UPDATE public.h SET x = 'q' WHERE id = 6;
+         UPDATE public.h SET x = 'p' WHERE id = 7;
+         UPDATE public.h SET x = 'a', y = 'bc' WHERE id = 8;
+         UPDATE public.h SET x = '' WHERE id = 9;
+         UPDATE public.h SET x = 'n', y = 'm' WHERE id = 10;
+         UPDATE public.swap SET x = CASE id WHEN 1 THEN 'q' ELSE 'p' END WHERE id IN (1, 2);
+         UPDATE public.swap SET y = CASE id WHEN 2 THEN 30 ELSE 20 END WHERE id IN (2, 3);",
+    )
+    .await;
+    let sessions = sessions(&cluster).await;
+    let expected: Vec<String> = (1..=10).map(|i| i.to_string()).collect();
+    // One group for the whole table (block 1000), then a group a row.
+    for block_size in [1000, 1] {
+        let mut options = TableDiffOptions::new("public", "h");
+        options.block_size = block_size;
+        let report = table_diff(&sessions, &options, &Progress::new())
+            .await
+            .unwrap();
+        assert_eq!(keys(&report, "n1/n2", "n2"), expected, "block {block_size}");
+        // The only change: values swapped between rows of one group.
+        let mut options = TableDiffOptions::new("public", "swap");
+        options.block_size = block_size;
+        let report = table_diff(&sessions, &options, &Progress::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            keys(&report, "n1/n2", "n2"),
+            vec!["1", "2", "3"],
+            "block {block_size}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn keys_of_every_kind_and_range() {
+    let cluster = TestCluster::start(2).await.unwrap();
+    // Another type first on n1 only, so the enum's labels have different
+    // OIDs on the two nodes.
+    on(&cluster, 0, "CREATE TYPE spare AS ENUM ('a', 'b', 'c')").await;
+    on_all(
+        &cluster,
+        "CREATE TYPE colour AS ENUM ('red', 'green', 'blue');
+         CREATE TABLE public.k8 (id int8 PRIMARY KEY, v text);
+         INSERT INTO public.k8 SELECT g, 'v' || g FROM generate_series(1, 1000) g;
+         INSERT INTO public.k8 VALUES (-9223372036854775808, 'min'), (-5, 'neg'), (0, 'zero'),
+                                      (9223372036854775807, 'max');
+         CREATE TABLE public.k2 (id int2 PRIMARY KEY, v text);
+         INSERT INTO public.k2 SELECT g, 'v' || g FROM generate_series(-300, 300) g;
+         INSERT INTO public.k2 VALUES (-32768, 'min'), (32767, 'max');
+         CREATE TABLE public.kt (id text PRIMARY KEY, v text);
+         INSERT INTO public.kt SELECT 'k' || g, 'v' || g FROM generate_series(100, 999) g;
+         CREATE TABLE public.ke (id colour PRIMARY KEY, v text);
+         INSERT INTO public.ke VALUES ('red', 'r'), ('green', 'g'), ('blue', 'b');
+         CREATE TABLE public.kd (id date PRIMARY KEY, v text);
+         INSERT INTO public.kd SELECT d, 'v' FROM generate_series('2024-01-01'::date,
+                                                   '2024-12-31', '1 day') d;
+         INSERT INTO public.kd VALUES ('infinity', 'inf'), ('-infinity', '-inf');
+         ANALYZE;",
+    )
+    .await;
+    on(
+        &cluster,
+        1,
+        "DELETE FROM public.k8 WHERE id = -9223372036854775808;
+         INSERT INTO public.k8 VALUES (9223372036854775806, 'near max');
+         UPDATE public.k8 SET v = 'changed' WHERE id IN (500, 9223372036854775807);
+         DELETE FROM public.k2 WHERE id = 32767;
+         UPDATE public.k2 SET v = 'changed' WHERE id IN (-32768, 0);
+         INSERT INTO public.kt VALUES ('a', 'before'), ('k5000', 'inside'), ('z', 'after');
+         UPDATE public.kt SET v = 'changed' WHERE id = 'k500';
+         UPDATE public.ke SET v = 'changed' WHERE id = 'green';
+         UPDATE public.kd SET v = 'changed' WHERE id IN ('2024-02-29', 'infinity');",
+    )
+    .await;
+    let sessions = sessions(&cluster).await;
+    let cases: [(&str, Vec<&str>); 5] = [
+        (
+            "k8",
+            vec![
+                "-9223372036854775808",
+                "500",
+                "9223372036854775806",
+                "9223372036854775807",
+            ],
+        ),
+        ("k2", vec!["-32768", "0", "32767"]),
+        ("kt", vec!["a", "k500", "k5000", "z"]),
+        ("ke", vec!["green"]),
+        ("kd", vec!["2024-02-29", "infinity"]),
+    ];
+    // Small units, so the integer keys' wide ranges are split again and
+    // again; chunked scans (concurrency 4) too.
+    for (block_size, concurrency) in [(1000, 1.0), (64, 4.0), (1, 1.0)] {
+        for (table, expected) in &cases {
+            let mut options = TableDiffOptions::new("public", table);
+            options.block_size = block_size;
+            options.concurrency_factor = concurrency;
+            options.compare_unit_size = 10;
+            let report = table_diff(&sessions, &options, &Progress::new())
+                .await
+                .unwrap_or_else(|e| panic!("{table}: {e}"));
+            let mut found = keys(&report, "n1/n2", "n1");
+            found.extend(keys(&report, "n1/n2", "n2"));
+            found.sort();
+            found.dedup();
+            let mut expected: Vec<String> = expected.iter().map(|k| k.to_string()).collect();
+            expected.sort();
+            assert_eq!(found, expected, "{table}, block {block_size}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn composite_keys_and_quoted_identifiers() {
     let cluster = TestCluster::start(2).await.unwrap();
     on_all(
