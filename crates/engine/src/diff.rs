@@ -64,8 +64,12 @@ const RANGE_GROUP_DIVISOR: u64 = 32;
 /// memory (about 40 bytes a group per node).
 const MAX_GROUPS: u64 = 1 << 18;
 /// Most rows fetched (as key and hashes) per node in one statement of
-/// pass 2.
+/// pass 2 by key hash, where every statement is a scan of its chunk.
 const GROUP_BATCH_ROWS: i64 = 200_000;
+/// Most rows fetched per node in one statement of pass 2 by key range,
+/// where statements read through the index, so smaller batches cost no
+/// extra scan and keep memory lower.
+const RANGE_BATCH_ROWS: i64 = 50_000;
 
 /// What to compare and how; field names follow upstream ACE.
 #[derive(Debug, Clone)]
@@ -202,8 +206,8 @@ impl Sizing {
         (self.block_size / divisor).max(1)
     }
 
-    fn batch_rows(&self) -> i64 {
-        self.compare_unit_size.max(GROUP_BATCH_ROWS)
+    fn batch_rows(&self, most: i64) -> i64 {
+        self.compare_unit_size.max(most)
     }
 }
 
@@ -612,7 +616,8 @@ impl Ctx<'_> {
         for ((chunk, group), largest) in mismatched {
             match batches.last_mut() {
                 Some((last_chunk, groups))
-                    if *last_chunk == chunk && rows_in_batch + largest <= sizing.batch_rows() =>
+                    if *last_chunk == chunk
+                        && rows_in_batch + largest <= sizing.batch_rows(GROUP_BATCH_ROWS) =>
                 {
                     groups.push(group);
                     rows_in_batch += largest;
@@ -760,13 +765,15 @@ impl Ctx<'_> {
         tracing::debug!(groups = small.len(), "range groups split");
 
         // Pass 2: the rows of mismatched groups through the index, at most
-        // GROUP_BATCH_ROWS rows per node and statement, compared key by
+        // RANGE_BATCH_ROWS rows per node and statement, compared key by
         // key in Rust.
         let mut batches: Vec<Vec<Span>> = Vec::new();
         let mut rows_in_batch = 0;
         for span in small {
             match batches.last_mut() {
-                Some(batch) if rows_in_batch + span.largest <= sizing.batch_rows() => {
+                Some(batch)
+                    if rows_in_batch + span.largest <= sizing.batch_rows(RANGE_BATCH_ROWS) =>
+                {
                     rows_in_batch += span.largest;
                     batch.push(span);
                 }
