@@ -31,9 +31,9 @@
 //! 4. **Narrowing**: for the groups whose counts or hashes differ between
 //!    any two nodes, each node's keys and two independent row hashes (128
 //!    bits per row) are fetched, many groups per statement and at most
-//!    200,000 rows per batch, and compared key by key in Rust. Memory is
-//!    bounded by that batch size and `max_diff_rows`, never by the table
-//!    size.
+//!    100,000 rows per batch (50,000 by key range), and compared key by
+//!    key in Rust. Memory is bounded by that batch size and
+//!    `max_diff_rows`, never by the table size.
 //! 5. **Rows**: the differing rows are fetched (every column as PostgreSQL's
 //!    text) and reported per node pair, in key order.
 
@@ -65,7 +65,7 @@ const RANGE_GROUP_DIVISOR: u64 = 32;
 const MAX_GROUPS: u64 = 1 << 18;
 /// Most rows fetched (as key and hashes) per node in one statement of
 /// pass 2 by key hash, where every statement is a scan of its chunk.
-const GROUP_BATCH_ROWS: i64 = 200_000;
+const GROUP_BATCH_ROWS: i64 = 100_000;
 /// Most rows fetched per node in one statement of pass 2 by key range,
 /// where statements read through the index, so smaller batches cost no
 /// extra scan and keep memory lower.
@@ -217,6 +217,17 @@ struct Counts {
     chunks: u64,
     groups: u64,
     mismatched: u64,
+    /// Rows on the node with the most rows (counted in pass 1).
+    rows: u64,
+}
+
+/// The row count of the node with the most rows, from pass 1's groups.
+fn most_rows<G>(per_node: &[HashMap<G, Fingerprint>]) -> u64 {
+    per_node
+        .iter()
+        .map(|fps| fps.values().map(|fp| fp.count.max(0) as u64).sum::<u64>())
+        .max()
+        .unwrap_or(0)
 }
 
 /// A run of keys `[lo, hi]` (a range group `key >> shift`) and its largest
@@ -420,7 +431,7 @@ pub async fn table_diff(
             time_taken: crate::report::go_duration(started.elapsed()),
             diff_rows_count: counts,
             diff_row_limit_reached: limit_reached,
-            total_rows_checked: estimate.max(0.0) as i64,
+            total_rows_checked: found.rows as i64,
             initial_ranges_count: found.groups,
             mismatched_ranges_count: found.mismatched,
             primary_key: table.primary_key.clone(),
@@ -601,12 +612,13 @@ impl Ctx<'_> {
             .collect();
         self.progress.add_done(ranges.len() as u64);
         let mismatched = mismatched(&per_node);
-        drop(per_node);
         let counts = Counts {
             chunks: ranges.len() as u64,
             groups: ranges.len() as u64 * (mask + 1),
             mismatched: mismatched.len() as u64,
+            rows: most_rows(&per_node),
         };
+        drop(per_node);
 
         // Pass 2: the rows of mismatched groups, in batches of at most
         // GROUP_BATCH_ROWS rows per node (one scan per chunk and batch),
@@ -722,12 +734,13 @@ impl Ctx<'_> {
             .into_iter()
             .map(|(group, largest)| Span::of(group, shift, largest))
             .collect();
-        drop(per_node);
         let counts = Counts {
             chunks: spans.len() as u64,
             groups: groups as u64,
             mismatched: work.len() as u64,
+            rows: most_rows(&per_node),
         };
+        drop(per_node);
         tracing::debug!(
             shift,
             groups = counts.groups,
@@ -1014,7 +1027,8 @@ impl Collector {
                 .map(|(key, _)| key)
                 .chain(b.keys().filter(|key| !a.contains_key(*key)))
                 .collect();
-            differing.sort();
+            // Integer keys by value, so a limit keeps the lowest keys.
+            differing.sort_by(|x, y| crate::sql::key_order(x, y));
             for key in differing {
                 if self.max > 0 && pair.keys.len() as u64 >= self.max {
                     pair.limit_reached = true;

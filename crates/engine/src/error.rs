@@ -27,6 +27,16 @@ pub enum EngineError {
         /// `schema.table`.
         table: String,
     },
+    /// The name is a view, sequence or other relation, not a table.
+    #[error("node {node}: {table} is a {kind}, not a table")]
+    NotATable {
+        /// Node name.
+        node: String,
+        /// `schema.table`.
+        table: String,
+        /// What it is instead (`view`, `sequence`, ...).
+        kind: &'static str,
+    },
     /// The table has no primary key.
     #[error("table {table} has no primary key on node {node}; table-diff needs one to match rows")]
     NoPrimaryKey {

@@ -131,27 +131,7 @@ impl DiffReport {
 
     /// The report as upstream-shaped JSON.
     pub fn to_json(&self) -> Value {
-        let mut diffs = Map::new();
-        for (pair, rows) in &self.diffs {
-            let mut by_node = Map::new();
-            for (node, list) in &rows.rows {
-                let list = list
-                    .iter()
-                    .map(|row| Value::Object(row_object(&self.columns, row)))
-                    .collect();
-                by_node.insert(node.clone(), Value::Array(list));
-            }
-            let mut entry = Map::new();
-            entry.insert("rows".into(), Value::Object(by_node));
-            diffs.insert(pair.clone(), Value::Object(entry));
-        }
-        let mut top = Map::new();
-        top.insert("diffs".into(), Value::Object(diffs));
-        top.insert(
-            "summary".into(),
-            serde_json::to_value(&self.summary).unwrap_or(Value::Null),
-        );
-        Value::Object(top)
+        serde_json::to_value(JsonReport(self)).unwrap_or(Value::Null)
     }
 
     /// Writes `<schema>_<table>_diffs-<YYYYMMDDHHMMSS>.json` into `dir`
@@ -161,8 +141,11 @@ impl DiffReport {
     ///
     /// [`EngineError::Write`] when the file cannot be written.
     pub fn write_json(&self, dir: &Path, kind: &str) -> Result<PathBuf> {
-        let text = serde_json::to_string_pretty(&self.to_json()).unwrap_or_default();
-        write_new(dir, &self.file_stem(kind), "json", text.as_bytes())
+        write_new(dir, &self.file_stem(kind), "json", |file| {
+            let mut out = std::io::BufWriter::new(file);
+            serde_json::to_writer_pretty(&mut out, &JsonReport(self))?;
+            std::io::Write::flush(&mut out)
+        })
     }
 
     /// Writes the HTML rendering beside the JSON and returns its path.
@@ -172,7 +155,9 @@ impl DiffReport {
     /// [`EngineError::Write`] when the file cannot be written.
     pub fn write_html(&self, dir: &Path, kind: &str) -> Result<PathBuf> {
         let html = crate::html::render(self);
-        write_new(dir, &self.file_stem(kind), "html", html.as_bytes())
+        write_new(dir, &self.file_stem(kind), "html", |file| {
+            std::io::Write::write_all(file, html.as_bytes())
+        })
     }
 
     fn file_stem(&self, kind: &str) -> String {
@@ -233,8 +218,13 @@ pub fn file_name_part(name: &str) -> String {
 
 /// Writes `<stem>.<extension>` in `dir`, never over an existing file: a
 /// second report in the same second gets `<stem>-2`, `-3`, ...
-fn write_new(dir: &Path, stem: &str, extension: &str, contents: &[u8]) -> Result<PathBuf> {
-    use std::io::Write;
+fn write_new(
+    dir: &Path,
+    stem: &str,
+    extension: &str,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<PathBuf> {
+    let mut write = Some(write);
     for attempt in 1.. {
         let name = if attempt == 1 {
             format!("{stem}.{extension}")
@@ -248,11 +238,11 @@ fn write_new(dir: &Path, stem: &str, extension: &str, contents: &[u8]) -> Result
             .open(&path);
         match file {
             Ok(mut file) => {
-                file.write_all(contents)
-                    .map_err(|source| EngineError::Write {
-                        path: path.clone(),
-                        source,
-                    })?;
+                let write = write.take().expect("a file is created once");
+                write(&mut file).map_err(|source| EngineError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
                 return Ok(path);
             }
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -273,6 +263,84 @@ pub fn row_object(columns: &[Column], row: &RowValues) -> Map<String, Value> {
         );
     }
     object
+}
+
+/// A report serialized straight from its rows, in upstream's shape, with
+/// no intermediate JSON tree: a large diff is not held twice in memory.
+struct JsonReport<'a>(&'a DiffReport);
+
+/// `{"n1/n2": {"rows": {...}}, ...}`.
+struct JsonDiffs<'a>(&'a DiffReport);
+
+/// `{"rows": {"n1": [...], "n2": [...]}}`.
+struct JsonPair<'a>(&'a [Column], &'a PairRows);
+
+/// `{"n1": [...], "n2": [...]}`.
+struct JsonNodes<'a>(&'a [Column], &'a PairRows);
+
+/// `[row, ...]`.
+struct JsonRows<'a>(&'a [Column], &'a [RowValues]);
+
+/// `{"column": value, ...}` in the table's column order.
+struct JsonRow<'a>(&'a [Column], &'a RowValues);
+
+impl Serialize for JsonReport<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut top = serializer.serialize_map(Some(2))?;
+        top.serialize_entry("diffs", &JsonDiffs(self.0))?;
+        top.serialize_entry("summary", &self.0.summary)?;
+        top.end()
+    }
+}
+
+impl Serialize for JsonDiffs<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let columns = self.0.columns.as_slice();
+        serializer.collect_map(
+            self.0
+                .diffs
+                .iter()
+                .map(|(pair, rows)| (pair, JsonPair(columns, rows))),
+        )
+    }
+}
+
+impl Serialize for JsonPair<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut pair = serializer.serialize_map(Some(1))?;
+        pair.serialize_entry("rows", &JsonNodes(self.0, self.1))?;
+        pair.end()
+    }
+}
+
+impl Serialize for JsonNodes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(
+            self.1
+                .rows
+                .iter()
+                .map(|(node, rows)| (node, JsonRows(self.0, rows))),
+        )
+    }
+}
+
+impl Serialize for JsonRows<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.1.iter().map(|row| JsonRow(self.0, row)))
+    }
+}
+
+impl Serialize for JsonRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().zip(self.1).map(|(column, value)| {
+            (
+                &column.name,
+                typed_value(column.json_kind(), value.as_deref()),
+            )
+        }))
+    }
 }
 
 /// One value, typed for JSON.
@@ -554,8 +622,11 @@ mod tests {
     #[test]
     fn reports_never_overwrite_each_other() {
         let dir = tempfile::tempdir().unwrap();
-        let first = write_new(dir.path(), "s_t_diffs-1", "json", b"one").unwrap();
-        let second = write_new(dir.path(), "s_t_diffs-1", "json", b"two").unwrap();
+        let write = |text: &'static [u8]| {
+            move |file: &mut std::fs::File| std::io::Write::write_all(file, text)
+        };
+        let first = write_new(dir.path(), "s_t_diffs-1", "json", write(b"one")).unwrap();
+        let second = write_new(dir.path(), "s_t_diffs-1", "json", write(b"two")).unwrap();
         assert_ne!(first, second);
         assert_eq!(std::fs::read(&first).unwrap(), b"one");
         assert_eq!(std::fs::read(&second).unwrap(), b"two");

@@ -107,12 +107,13 @@ pub async fn table_rerun(
                 continue;
             }
             let (rows_a, rows_b) = (&fetched[a], &fetched[b]);
-            let differing: BTreeSet<&Key> = rows_a
+            let mut differing: Vec<&Key> = rows_a
                 .iter()
                 .filter(|(key, (hash, _))| rows_b.get(*key).map(|(h, _)| h) != Some(hash))
                 .map(|(key, _)| key)
                 .chain(rows_b.keys().filter(|key| !rows_a.contains_key(*key)))
                 .collect();
+            differing.sort_by(|x, y| crate::sql::key_order(x, y));
             if differing.is_empty() {
                 continue;
             }
@@ -139,6 +140,7 @@ pub async fn table_rerun(
             time_taken: crate::report::go_duration(started.elapsed()),
             diff_rows_count: counts,
             diff_row_limit_reached: false,
+            total_rows_checked: keys.len() as i64,
             ..summary.clone()
         },
         columns: table.columns.clone(),

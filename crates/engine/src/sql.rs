@@ -330,3 +330,16 @@ impl TableSql {
         )
     }
 }
+
+/// Key order for a report: integers by value (as the table orders them),
+/// anything else by its text.
+pub(crate) fn key_order(a: &Key, b: &Key) -> std::cmp::Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| match (x.parse::<i128>(), y.parse::<i128>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            _ => x.cmp(y),
+        })
+        .find(|order| order.is_ne())
+        .unwrap_or_else(|| a.len().cmp(&b.len()))
+}

@@ -122,15 +122,16 @@ impl TableInfo {
     ///
     /// # Errors
     ///
-    /// [`EngineError::TableMissing`] when there is no such table (or view).
+    /// [`EngineError::TableMissing`] when there is no such relation,
+    /// [`EngineError::NotATable`] when it is a view, sequence, ...
     pub async fn load(tx: &mut RoleTx, schema: &str, table: &str) -> Result<Self> {
         let node = tx.node().to_owned();
         let query = |e| EngineError::query(&node, e);
         let row = sqlx::query(
             "SELECT c.oid::int8 AS oid, c.reltuples::float8 AS reltuples,
-                    (pg_relation_size(c.oid) / 8192)::int8 AS pages
+                    (pg_relation_size(c.oid) / 8192)::int8 AS pages, c.relkind::text AS kind
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+             WHERE n.nspname = $1 AND c.relname = $2",
         )
         .bind(schema)
         .bind(table)
@@ -143,6 +144,24 @@ impl TableInfo {
                 table: quote_qualified(schema, table),
             });
         };
+        let kind: String = row.try_get("kind").map_err(query)?;
+        let kind = match kind.as_str() {
+            "r" | "p" => None,
+            "v" => Some("view"),
+            "m" => Some("materialized view"),
+            "f" => Some("foreign table"),
+            "S" => Some("sequence"),
+            "i" | "I" => Some("index"),
+            "c" => Some("composite type"),
+            _ => Some("relation other than a table"),
+        };
+        if let Some(kind) = kind {
+            return Err(EngineError::NotATable {
+                node,
+                table: quote_qualified(schema, table),
+                kind,
+            });
+        }
         let oid: i64 = row.try_get("oid").map_err(query)?;
         let estimated_rows: f64 = row.try_get("reltuples").map_err(query)?;
         let pages: i64 = row.try_get("pages").map_err(query)?;

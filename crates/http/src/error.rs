@@ -246,6 +246,7 @@ fn engine_status(error: &EngineError) -> StatusCode {
         EngineError::Session(error) => session_status(error),
         EngineError::Options { .. }
         | EngineError::TableMissing { .. }
+        | EngineError::NotATable { .. }
         | EngineError::NoPrimaryKey { .. }
         | EngineError::SchemaMismatch { .. }
         | EngineError::Filter { .. }
