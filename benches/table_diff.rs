@@ -13,6 +13,10 @@
 //! each `ace-admin` run. Each measurement is repeated `ACE_BENCH_REPS`
 //! times (default 5), the baseline and the diff taking turns, and the
 //! medians are compared: one sample on a shared machine is too noisy.
+//!
+//! `ACE_BENCH_KEY=uuid` makes `aid` a uuid (`md5(n)::uuid`, in random
+//! order), which takes the key-hash path instead of the integer key-range
+//! path.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -144,7 +148,19 @@ async fn main() {
         .unwrap();
     std::fs::write(dir.join("ace.yaml"), "table_diff:\n  max_diff_rows: 0\n").unwrap();
 
-    eprintln!("loading pgbench_accounts at scale {scale} on both nodes ...");
+    let uuid_key = match std::env::var("ACE_BENCH_KEY").as_deref() {
+        Ok("uuid") => true,
+        Ok("int") | Err(_) => false,
+        Ok(other) => panic!("ACE_BENCH_KEY={other}: expected int or uuid"),
+    };
+    // The key of row g.
+    let (key_type, key) = if uuid_key {
+        ("uuid", "md5(g::text)::uuid")
+    } else {
+        ("int", "g")
+    };
+    let rows = scale as u64 * 100_000;
+    eprintln!("loading pgbench_accounts at scale {scale} ({key_type} key) on both nodes ...");
     let load = Instant::now();
     let mut loads = Vec::new();
     for node in cluster.nodes() {
@@ -153,12 +169,11 @@ async fn main() {
             let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
             let sql = format!(
                 "SET ROLE ace_user;
-                 CREATE TABLE pgbench_accounts (aid int PRIMARY KEY, bid int, abalance int,
-                                                filler char(84));
+                 CREATE TABLE pgbench_accounts (aid {key_type} PRIMARY KEY, bid int,
+                                                abalance int, filler char(84));
                  INSERT INTO pgbench_accounts
-                   SELECT g, (g - 1) / 100000 + 1, 0, '' FROM generate_series(1, {rows}) g;
-                 ANALYZE pgbench_accounts;",
-                rows = scale as u64 * 100_000
+                   SELECT {key}, (g - 1) / 100000 + 1, 0, '' FROM generate_series(1, {rows}) g;
+                 ANALYZE pgbench_accounts;"
             );
             sqlx::Executor::execute(&mut conn, sql.as_str())
                 .await
@@ -190,9 +205,10 @@ async fn main() {
     let changed = scale as u64 * 100;
     cluster
         .node(1)
-        .execute_as_superuser(
-            "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 1000 = 0",
-        )
+        .execute_as_superuser(&format!(
+            "UPDATE pgbench_accounts SET abalance = abalance + 1
+             WHERE aid IN (SELECT {key} FROM generate_series(1000, {rows}, 1000) g)"
+        ))
         .await
         .unwrap();
     baseline(&cluster).await;
@@ -206,10 +222,7 @@ async fn main() {
     let rss_c = max_rss_children_kib();
 
     let ratio = |d: Duration, b: Duration| d.as_secs_f64() / b.as_secs_f64();
-    println!(
-        "rows per node:               {} (medians of {reps} runs)",
-        scale as u64 * 100_000
-    );
+    println!("rows per node:               {rows} ({key_type} key, medians of {reps} runs)");
     println!(
         "(a) baseline full-scan hash: {:.3} s (before drift), {:.3} s (after)",
         base.as_secs_f64(),

@@ -84,7 +84,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints a step heading.
 fn step(text: &str) {
-    println!("\n==> {text}");
+    say!("\n==> {text}");
 }
 
 async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
@@ -92,7 +92,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let run_as = RunAs::detect()?;
     let layout = Layout::new(&prepare_dir(&args.dir)?);
     let node_names: Vec<String> = (1..=args.nodes).map(|i| format!("n{i}")).collect();
-    println!(
+    say!(
         "ace-admin demo: {} nodes, {} rows, in {} (PostgreSQL from {})",
         args.nodes,
         args.rows,
@@ -122,8 +122,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         files::service_file(&layout, &ports).as_bytes(),
         0o644,
     )?;
-    println!("  {}", layout.ace_yaml.display());
-    println!("  {}", layout.service_file.display());
+    say!("  {}", layout.ace_yaml.display());
+    say!("  {}", layout.service_file.display());
 
     step(&format!(
         "API server on https://localhost:{api_port} (mutual TLS)"
@@ -166,32 +166,32 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         for node in &mut running {
             node.release();
         }
-        println!(
+        say!(
             "\nThe API and {} nodes are running. The same steps by hand:\n",
             running.len()
         );
-        print!("{curl}");
-        println!("\nTo stop everything: {}", layout.stop_script.display());
-        println!("or one by one:");
-        println!(
+        say!("{}", curl.to_string().trim_end());
+        say!("\nTo stop everything: {}", layout.stop_script.display());
+        say!("or one by one:");
+        say!(
             "  kill $(cat {})",
             files::sh_quote(layout.api_pid.display().to_string())
         );
         for data in &data_dirs {
-            println!("  {}", files::pg_ctl_stop(&pg_ctl, data, root));
+            say!("  {}", files::pg_ctl_stop(&pg_ctl, data, root));
         }
     } else {
         step("Stopping every server the demo started");
         for node in &mut running {
             node.stop();
-            println!("  {} stopped", node.name);
+            say!("  {} stopped", node.name);
         }
-        println!(
+        say!(
             "\nThe same steps by hand, once `ace-admin demo --keep --dir <DIR>` has left \
              the servers running (paths here are this run's):\n"
         );
-        print!("{curl}");
-        println!(
+        say!("{}", curl.to_string().trim_end());
+        say!(
             "\nNothing is running now; {} holds the certificates, configuration, logs \
              and reports (remove it with `rm -rf`).",
             layout.dir.display()
@@ -252,15 +252,15 @@ fn build_pki(layout: &Layout, node_names: &[String]) -> anyhow::Result<DemoPki> 
         SubjectAltName::Ip([127, 0, 0, 1].into()),
     ];
     let api = ca.issue_server(API_SERVER_CERT, &sans, DEFAULT_CERT_DAYS)?;
-    println!("  CA                      {}", layout.ca_cert().display());
-    println!("  API server (localhost)  {}", api.cert_path.display());
+    say!("  CA                      {}", layout.ca_cert().display());
+    say!("  API server (localhost)  {}", api.cert_path.display());
     for cn in ["api_user", "admin_user", ACE_USER, "departed_user"] {
         let issued = ca.issue_client(cn, DEFAULT_CERT_DAYS)?;
-        println!("  client {:<16} {}", cn, issued.cert_path.display());
+        say!("  client {:<16} {}", cn, issued.cert_path.display());
     }
     for name in node_names {
         let issued = ca.issue_server(&format!("pg-{name}"), &sans, DEFAULT_CERT_DAYS)?;
-        println!("  PostgreSQL {name:<12} {}", issued.cert_path.display());
+        say!("  PostgreSQL {name:<12} {}", issued.cert_path.display());
     }
     let revoked = ca.revoke("departed_user")?;
     let serial = revoked
@@ -268,7 +268,7 @@ fn build_pki(layout: &Layout, node_names: &[String]) -> anyhow::Result<DemoPki> 
         .map(|entry| entry.serial.clone())
         .context("revoking departed_user revoked nothing")?;
     let crl = ca.write_crl(DEFAULT_CRL_DAYS)?;
-    println!(
+    say!(
         "  revoked departed_user (serial {serial}); CRL {}",
         crl.display()
     );
@@ -307,7 +307,7 @@ async fn start_nodes(
             crl_pem: read(layout.crl())?,
         };
         let node = nodes::start(binaries, run_as, name, folder, &tls).await?;
-        println!(
+        say!(
             "  {name}: 127.0.0.1:{} (data {}, log {})",
             node.port,
             node.data_dir().display(),
@@ -363,9 +363,7 @@ async fn set_up_roles(nodes: &[Node]) -> anyhow::Result<u32> {
         )
         .await?;
     }
-    println!(
-        "  roles ace_user (LOGIN, certificate), api_user and admin_user (granted to ace_user)"
-    );
+    say!("  roles ace_user (LOGIN, certificate), api_user and admin_user (granted to ace_user)");
     Ok(version)
 }
 
@@ -422,7 +420,7 @@ async fn load_table(layout: &Layout, nodes: &[Node], rows: u64) -> anyhow::Resul
     for result in futures_join(loads).await {
         result?;
     }
-    println!(
+    say!(
         "  {TABLE}: {rows} rows on each node, loaded as {ACE_USER} over TLS with its \
          certificate ({:.1} s)",
         started.elapsed().as_secs_f64()
@@ -475,7 +473,7 @@ async fn make_drift(layout: &Layout, node: &Node, rows: u64) -> anyhow::Result<D
         .await
         .with_context(|| format!("node {}: making drift", node.name))?;
     conn.close().await?;
-    println!(
+    say!(
         "  drift on {}: 3 rows updated, 1 filler set to NULL, 2 rows deleted, 2 rows inserted",
         node.name
     );
@@ -583,7 +581,7 @@ async fn api_flow(
     ));
     let body = json!({ "cluster": CLUSTER, "table": TABLE, "nodes": node_names });
     let id = api.submit("/api/v1/table-diff", &body).await?;
-    println!("  POST /api/v1/table-diff -> 202, task {id}; polling GET /api/v1/tasks/{id}");
+    say!("  POST /api/v1/table-diff -> 202, task {id}; polling GET /api/v1/tasks/{id}");
     let task = api.wait(&id).await?;
     let counts = &task["task_context"]["diff_summary"]["diff_rows_count"];
     let found: u64 = counts
@@ -597,7 +595,7 @@ async fn api_flow(
             drift.node
         );
     }
-    println!(
+    say!(
         "  COMPLETED in {:.2} s: rows differing per node pair {counts}",
         task["time_taken"].as_f64().unwrap_or(0.0)
     );
@@ -621,7 +619,7 @@ async fn api_flow(
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .context("the diff report has no file name")?;
-    println!("  diff file (in server.data_dir): {diff_file}");
+    say!("  diff file (in server.data_dir): {diff_file}");
 
     step("table-repair from n1 as api_user");
     let mut body = json!({
@@ -633,11 +631,11 @@ async fn api_flow(
         body["fire_triggers"] = json!(true);
     }
     let id = api.submit("/api/v1/table-repair", &body).await?;
-    println!("  POST /api/v1/table-repair -> 202, task {id}");
+    say!("  POST /api/v1/table-repair -> 202, task {id}");
     let task = api.wait(&id).await?;
     if let Some(changes) = task["task_context"]["repair_report"]["changes"].as_object() {
         for (node, change) in changes {
-            println!(
+            say!(
                 "  {node}: {} ({} inserted, {} updated, {} deleted)",
                 change["status"].as_str().unwrap_or("?"),
                 change["inserted"],
@@ -659,7 +657,7 @@ async fn api_flow(
     if left.as_object().is_none_or(|pairs| !pairs.is_empty()) {
         bail!("after the repair, the rerun still finds differences: {left}");
     }
-    println!("  rerun: every reported difference is resolved");
+    say!("  rerun: every reported difference is resolved");
     let body = json!({ "cluster": CLUSTER, "table": TABLE, "nodes": node_names });
     let id = api.submit("/api/v1/table-diff", &body).await?;
     let task = api.wait(&id).await?;
@@ -667,7 +665,7 @@ async fn api_flow(
     if counts.as_object().is_none_or(|pairs| !pairs.is_empty()) {
         bail!("after the repair, table-diff still finds differences: {counts}");
     }
-    println!(
+    say!(
         "  tables match: {TABLE} is identical on {}",
         node_names.join(", ")
     );
@@ -680,7 +678,7 @@ fn print_differences(report: &Value) {
         return;
     };
     for (pair, diff) in pairs {
-        println!("  {pair}:");
+        say!("  {pair}:");
         let Some(by_node) = diff["rows"].as_object() else {
             continue;
         };
@@ -691,9 +689,11 @@ fn print_differences(report: &Value) {
                     Value::String(text) if text.trim().is_empty() => "blank".to_owned(),
                     other => other.to_string(),
                 };
-                println!(
+                say!(
                     "    {node} has aid={} bid={} abalance={} filler={filler}",
-                    row["aid"], row["bid"], row["abalance"]
+                    row["aid"],
+                    row["bid"],
+                    row["abalance"]
                 );
             }
         }
@@ -708,11 +708,11 @@ async fn show_revoked(addr: SocketAddr, layout: &Layout, pki: &DemoPki) -> anyho
     let departed = ApiClient::new(addr, &layout.ca_cert(), cert, key)?;
     match departed.send(Method::GET, "/api/v1/tasks", None).await {
         Err(error) => {
-            println!("  refused: {}", error.root_cause());
+            say!("  refused: {}", error.root_cause());
             Ok(())
         }
         Ok(answer) if !answer.status.is_success() => {
-            println!("  refused: {} {}", answer.status, answer.body);
+            say!("  refused: {} {}", answer.status, answer.body);
             Ok(())
         }
         Ok(answer) => bail!(
@@ -769,7 +769,7 @@ async fn keep_api_running(
             }
         }
     }
-    println!(
+    say!(
         "  API server pid {} on https://localhost:{} (log {})",
         child.id(),
         addr.port(),

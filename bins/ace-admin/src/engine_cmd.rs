@@ -27,9 +27,10 @@ pub struct Sources {
     /// Database name, overriding the service file's dbname on every node.
     #[arg(short = 'd', long)]
     pub(crate) dbname: Option<String>,
-    /// Nodes to compare: `all` or a comma list such as `n1,n3`.
-    #[arg(short = 'n', long, default_value = "all")]
-    pub(crate) nodes: String,
+    /// Nodes to compare: `all` or a comma list such as `n1,n3` (default
+    /// all; for table-rerun, the diff file's nodes).
+    #[arg(short = 'n', long)]
+    pub(crate) nodes: Option<String>,
     /// Show no progress bar.
     #[arg(short = 'q', long)]
     pub(crate) quiet: bool,
@@ -64,7 +65,7 @@ pub struct TableDiffArgs {
     #[arg(short = 'B', long)]
     override_block_size: bool,
     /// Parallel scans per node as a multiple of the CPUs, in (0, 4].
-    #[arg(short = 'c', long)]
+    #[arg(short = 'c', long, allow_negative_numbers = true)]
     concurrency_factor: Option<f64>,
     /// Largest block compared row by row (default table_diff.compare_unit_size).
     #[arg(short = 'u', long)]
@@ -82,7 +83,7 @@ pub struct TableDiffArgs {
     /// Report format.
     #[arg(short = 'o', long, value_enum, default_value = "json")]
     output: Output,
-    /// Where to write the diff file.
+    /// Where to write the diff file (created when missing).
     #[arg(long, default_value = ".")]
     output_dir: PathBuf,
 }
@@ -101,7 +102,7 @@ pub struct TableRerunArgs {
     diff_file: PathBuf,
     #[command(flatten)]
     sources: Sources,
-    /// Where to write the rerun diff file.
+    /// Where to write the rerun diff file (created when missing).
     #[arg(long, default_value = ".")]
     output_dir: PathBuf,
 }
@@ -119,6 +120,7 @@ pub fn run_table_diff(args: TableDiffArgs) -> anyhow::Result<ExitCode> {
         _ => bail!("expected [CLUSTER] SCHEMA.TABLE"),
     };
     let (schema, table) = parse_qualified_name(table)?;
+    prepare_output_dir(&args.output_dir)?;
     let diff = &config.table_diff;
     let block_size = args.block_size.unwrap_or(diff.diff_block_size);
     diff.check_block_size(block_size, args.override_block_size, "--block-size")?;
@@ -152,10 +154,18 @@ pub fn run_table_diff(args: TableDiffArgs) -> anyhow::Result<ExitCode> {
 /// # Errors
 ///
 /// Configuration, diff-file, connection and engine errors.
-pub fn run_table_rerun(args: TableRerunArgs) -> anyhow::Result<ExitCode> {
+pub fn run_table_rerun(mut args: TableRerunArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.sources)?;
     let file = DiffFile::read(&args.diff_file)?;
+    prepare_output_dir(&args.output_dir)?;
     let settings = SessionSettings::from_config(&config);
+    if args.sources.nodes.is_none() {
+        let mut nodes = file.summary.nodes.clone();
+        if nodes.is_empty() {
+            nodes = file.nodes();
+        }
+        args.sources.nodes = Some(nodes.join(","));
+    }
     let cluster = load_cluster(&config, &args.sources, args.cluster.as_deref())?;
     let quiet = args.sources.quiet;
     runtime()?.block_on(async move {
@@ -167,7 +177,7 @@ pub fn run_table_rerun(args: TableRerunArgs) -> anyhow::Result<ExitCode> {
         sessions.close().await;
         let report = result?;
         if report.matches() {
-            println!("All previously reported differences have been resolved.");
+            say!("All previously reported differences have been resolved.");
             return Ok(ExitCode::SUCCESS);
         }
         finish(&report, &args.output_dir, "rerun-diffs", Output::Json)
@@ -192,7 +202,7 @@ pub(crate) fn load_cluster(
         None => ServiceFile::discover()?,
     };
     let mut cluster = resolve_cluster(config, &service, name)?;
-    let selection: NodeSelection = sources.nodes.parse()?;
+    let selection: NodeSelection = sources.nodes.as_deref().unwrap_or("all").parse()?;
     let selected: Vec<String> = cluster
         .select(&selection)?
         .into_iter()
@@ -215,9 +225,11 @@ pub(crate) async fn connect(
     let nodes: Vec<_> = cluster.nodes.iter().collect();
     if nodes.len() < 2 {
         bail!(
-            "cluster {} has {} selected node(s); ACE needs at least 2 to compare or repair",
+            "cluster {} has {} selected node(s) ({}); ACE needs at least 2 different nodes to \
+             compare or repair",
             cluster.name,
-            nodes.len()
+            nodes.len(),
+            cluster.node_names().join(", ")
         );
     }
     ClusterSession::connect(&nodes, settings)
@@ -266,17 +278,27 @@ pub(crate) async fn finish_bar(bar: Option<(indicatif::ProgressBar, tokio::task:
     }
 }
 
+/// Creates the report directory before any work, so a bad one fails
+/// first, not after the diff ran.
+fn prepare_output_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "--output-dir {}: cannot use it as a directory",
+            dir.display()
+        )
+    })
+}
+
 fn finish(report: &DiffReport, dir: &Path, kind: &str, output: Output) -> anyhow::Result<ExitCode> {
-    print!("{}", report.human_summary());
+    say!("{}", report.human_summary().trim_end());
     if report.matches() {
         return Ok(ExitCode::SUCCESS);
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = report.write_json(dir, kind)?;
-    println!("Diff report written to {}", path.display());
+    say!("Diff report written to {}", path.display());
     if output == Output::Html {
         let html = report.write_html(dir, kind)?;
-        println!("HTML report written to {}", html.display());
+        say!("HTML report written to {}", html.display());
     }
     Ok(ExitCode::from(2))
 }

@@ -6,6 +6,14 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` for command output: a reader that goes away (`| head`) ends
+/// the process quietly with 141, as SIGPIPE would, instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+
 mod config_cmd;
 mod demo_cmd;
 mod doctor_cmd;
@@ -75,7 +83,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 like every other error: 2 means "differences
+    // found" for the diff commands.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     init_tracing(cli.verbose);
     // One crypto provider for the whole process; see deny.toml.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -96,15 +116,43 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes on one line, each cause only when the text
+/// before does not already say it (many errors quote their source).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+/// Writes a line of command output; see `say!`.
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        panic!("failed writing to stdout: {error}");
+    }
+}
+
 fn init_tracing(verbose: u8) {
+    // sqlx warns about connections it recycles after an error the command
+    // already reports.
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,sqlx=error",
         1 => "info",
         2 => "debug",
         _ => "trace",

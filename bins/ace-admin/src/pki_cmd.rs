@@ -133,8 +133,8 @@ pub fn run(args: PkiArgs) -> anyhow::Result<ExitCode> {
                 },
             };
             let ca = CertificateAuthority::init(&dir, &options)?;
-            println!("CA created: {}", ca.cert_path().display());
-            println!(
+            say!("CA created: {}", ca.cert_path().display());
+            say!(
                 "CA key:     {} (0600)",
                 dir.join("private/ca.key").display()
             );
@@ -156,24 +156,24 @@ pub fn run(args: PkiArgs) -> anyhow::Result<ExitCode> {
         }
         PkiCommand::Revoke { what } => {
             for entry in open()?.revoke(&what)? {
-                println!(
+                say!(
                     "revoked: {} serial {}",
                     entry.common_name().unwrap_or("(no CN)"),
                     entry.serial
                 );
             }
-            println!("run `ace-admin pki crl` and reload the server to publish it");
+            say!("run `ace-admin pki crl` and reload the server to publish it");
         }
         PkiCommand::Crl { days } => {
             let path = open()?.write_crl(days)?;
-            println!(
+            say!(
                 "CRL written: {} (next update in {days} days)",
                 path.display()
             );
         }
         PkiCommand::Inspect { file } => {
             let report = inspect(&file)?;
-            print!("{report}");
+            say!("{}", report.to_string().trim_end());
             if let Report::Crls(crls) = &report {
                 let now = time::OffsetDateTime::now_utc();
                 if crls.iter().any(|c| c.next_update.is_some_and(|n| n <= now)) {
@@ -186,7 +186,7 @@ pub fn run(args: PkiArgs) -> anyhow::Result<ExitCode> {
         PkiCommand::List => {
             let index = open()?.index()?;
             if index.is_empty() {
-                println!("no certificates issued");
+                say!("no certificates issued");
             }
             for entry in index {
                 let status = match entry.status {
@@ -194,7 +194,7 @@ pub fn run(args: PkiArgs) -> anyhow::Result<ExitCode> {
                     Status::Revoked => "revoked",
                     Status::Expired => "expired",
                 };
-                println!(
+                say!(
                     "{status:<8} {:<34} expires {}  {}",
                     entry.serial,
                     entry.expires.date(),
@@ -207,11 +207,11 @@ pub fn run(args: PkiArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_issued(issued: &ace_pki::ca::IssuedFiles) {
-    println!("issued:      {}", issued.common_name);
-    println!("certificate: {}", issued.cert_path.display());
-    println!("key:         {} (0600)", issued.key_path.display());
-    println!("serial:      {}", issued.serial);
-    println!("not after:   {}", format_time(issued.not_after));
+    say!("issued:      {}", issued.common_name);
+    say!("certificate: {}", issued.cert_path.display());
+    say!("key:         {} (0600)", issued.key_path.display());
+    say!("serial:      {}", issued.serial);
+    say!("not after:   {}", format_time(issued.not_after));
 }
 
 #[cfg(test)]

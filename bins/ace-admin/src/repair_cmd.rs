@@ -113,13 +113,13 @@ pub fn run(args: TableRepairArgs) -> anyhow::Result<ExitCode> {
         sessions.close().await;
         let report = result?;
         if !args.sources.quiet {
-            print!("{}", report.human_summary());
+            say!("{}", report.human_summary().trim_end());
         }
         if args.generate_report || args.dry_run {
             std::fs::create_dir_all(&args.output_dir)
                 .with_context(|| format!("creating {}", args.output_dir.display()))?;
             let path = report.write_json(&args.output_dir)?;
-            println!("Repair report written to {}", path.display());
+            say!("Repair report written to {}", path.display());
         }
         report.check()?;
         Ok(ExitCode::SUCCESS)

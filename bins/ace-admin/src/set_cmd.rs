@@ -205,16 +205,16 @@ fn run(
         finish_bar(bar).await;
         sessions.close().await;
         let mut report = result?;
-        print!("{}", report.human_summary());
+        say!("{}", report.human_summary().trim_end());
         let dir = &tuning.output_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = report.write(dir, tuning.output == Output::Html)?;
         for table in &report.differing {
             if let Some(file) = &table.diff_file {
-                println!("Diff report for {} written to {file}", table.table);
+                say!("Diff report for {} written to {file}", table.table);
             }
         }
-        println!("Report written to {}", path.display());
+        say!("Report written to {}", path.display());
         Ok(match report.result() {
             "identical" => ExitCode::SUCCESS,
             "differences" => ExitCode::from(2),

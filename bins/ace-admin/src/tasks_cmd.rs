@@ -104,11 +104,11 @@ async fn run_async(args: TasksArgs) -> anyhow::Result<ExitCode> {
             };
             let tasks = store.list(&filter, page).await?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&tasks)?);
+                say!("{}", serde_json::to_string_pretty(&tasks)?);
             } else if tasks.is_empty() {
-                println!("no tasks");
+                say!("no tasks");
             } else {
-                print!("{}", list_table(&tasks));
+                say!("{}", list_table(&tasks).trim_end());
             }
             ExitCode::SUCCESS
         }
@@ -116,9 +116,9 @@ async fn run_async(args: TasksArgs) -> anyhow::Result<ExitCode> {
             // An operator with the store file can read every record anyway.
             let task = store.get(id, &Viewer::admin("ace-admin")).await?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&task)?);
+                say!("{}", serde_json::to_string_pretty(&task)?);
             } else {
-                print!("{}", show_text(&task)?);
+                say!("{}", show_text(&task)?.trim_end());
             }
             ExitCode::SUCCESS
         }
@@ -135,9 +135,9 @@ async fn run_async(args: TasksArgs) -> anyhow::Result<ExitCode> {
                     "removed_reports": outcome.removed_reports,
                     "failures": failures,
                 });
-                println!("{}", serde_json::to_string_pretty(&body)?);
+                say!("{}", serde_json::to_string_pretty(&body)?);
             } else {
-                println!(
+                say!(
                     "removed {} task(s) and {} report file(s)",
                     outcome.removed_tasks.len(),
                     outcome.removed_reports.len()
