@@ -99,13 +99,10 @@ pub(crate) struct Relay {
 impl Relay {
     /// Binds the private socket and starts accepting.
     pub(crate) fn start(upstream: Upstream) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("ace-relay-")
-            .tempdir()
-            .map_err(|error| SessionError::Settings {
-                node: upstream.node.clone(),
-                reason: format!("cannot create the relay socket directory: {error}"),
-            })?;
+        let dir = private_dir().map_err(|error| SessionError::Settings {
+            node: upstream.node.clone(),
+            reason: format!("cannot create the relay socket directory: {error}"),
+        })?;
         let socket = dir.path().join(format!(".s.PGSQL.{SOCKET_PORT}"));
         let listener = UnixListener::bind(&socket).map_err(|error| SessionError::Settings {
             node: upstream.node.clone(),
@@ -137,6 +134,21 @@ impl Relay {
             .filter(|(at, _)| *at >= since)
             .map(|(_, failure)| failure.clone())
     }
+}
+
+/// A fresh `ace-relay-*` directory only this user can enter (0700 whatever
+/// the umask): the socket in it hands out connections authenticated with
+/// ACE's client certificate.
+fn private_dir() -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("ace-relay-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()?;
+    // mkdir applies the umask, which can only remove bits; set the mode
+    // again so it is exactly 0700.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
 }
 
 impl Drop for Relay {
@@ -253,5 +265,17 @@ async fn open(upstream: &Upstream) -> Result<Box<dyn Io>, RelayFailure> {
         other => Err(unreachable(format!(
             "unexpected answer {other:#04x} to SSLRequest (not a PostgreSQL server?)"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_relay_directory_is_private() {
+        let dir = super::private_dir().unwrap();
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{:o}", mode);
     }
 }
