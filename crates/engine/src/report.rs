@@ -439,31 +439,39 @@ impl DiffFile {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let value: Value =
-            serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let summary = value
-            .get("summary")
+        // Parsed from the file as it is read, and taken apart by value: a
+        // large diff file is held once, as its rows.
+        let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let value: Value = serde_json::from_reader(std::io::BufReader::new(file))
+            .map_err(|e| bad(format!("not JSON: {e}")))?;
+        let Value::Object(mut top) = value else {
+            return Err(bad("not a JSON object".into()));
+        };
+        let summary = top
+            .remove("summary")
             .ok_or_else(|| bad("no \"summary\" object".into()))?;
         let summary: DiffSummary =
-            serde_json::from_value(summary.clone()).map_err(|e| bad(format!("summary: {e}")))?;
+            serde_json::from_value(summary).map_err(|e| bad(format!("summary: {e}")))?;
         if summary.primary_key.is_empty() {
             return Err(bad("summary.primary_key is empty".into()));
         }
         let mut pairs = BTreeMap::new();
-        if let Some(diffs) = value.get("diffs") {
-            let diffs = diffs
-                .as_object()
-                .ok_or_else(|| bad("\"diffs\" is not an object".into()))?;
+        if let Some(diffs) = top.remove("diffs") {
+            let Value::Object(diffs) = diffs else {
+                return Err(bad("\"diffs\" is not an object".into()));
+            };
             for (pair, entry) in diffs {
                 let names: Vec<&str> = pair.split('/').collect();
                 if names.len() != 2 || names.iter().any(|n| n.is_empty()) {
                     return Err(bad(format!("pair key {pair:?} is not \"nodeA/nodeB\"")));
                 }
-                let rows = entry
-                    .get("rows")
-                    .and_then(Value::as_object)
-                    .ok_or_else(|| bad(format!("{pair}: no \"rows\" object")))?;
+                let rows = match entry {
+                    Value::Object(mut entry) => entry.remove("rows"),
+                    _ => None,
+                };
+                let Some(Value::Object(rows)) = rows else {
+                    return Err(bad(format!("{pair}: no \"rows\" object")));
+                };
                 let mut by_node = BTreeMap::new();
                 for (node, list) in rows {
                     if !names.contains(&node.as_str()) {
@@ -471,15 +479,14 @@ impl DiffFile {
                             "{pair}: rows for node {node} outside the pair"
                         )));
                     }
-                    let list = list
-                        .as_array()
-                        .ok_or_else(|| bad(format!("{pair}/{node}: rows are not an array")))?;
+                    let Value::Array(list) = list else {
+                        return Err(bad(format!("{pair}/{node}: rows are not an array")));
+                    };
                     let mut objects = Vec::with_capacity(list.len());
                     for row in list {
-                        let mut object = row
-                            .as_object()
-                            .cloned()
-                            .ok_or_else(|| bad(format!("{pair}/{node}: a row is not an object")))?;
+                        let Value::Object(mut object) = row else {
+                            return Err(bad(format!("{pair}/{node}: a row is not an object")));
+                        };
                         for key in METADATA_KEYS {
                             object.remove(key);
                         }
@@ -492,9 +499,9 @@ impl DiffFile {
                         }
                         objects.push(object);
                     }
-                    by_node.insert(node.clone(), objects);
+                    by_node.insert(node, objects);
                 }
-                pairs.insert(pair.clone(), by_node);
+                pairs.insert(pair, by_node);
             }
         }
         Ok(DiffFile {
