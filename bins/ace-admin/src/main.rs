@@ -6,8 +6,9 @@
 
 #![forbid(unsafe_code)]
 
-/// `println!` for command output: a reader that goes away (`| head`) ends
-/// the process quietly with 141, as SIGPIPE would, instead of a panic.
+/// `println!` for command output, except that a failed write (a reader
+/// that went away, `| head`; a full disk) does not panic: the command goes
+/// on, writes its files and exits with its own status.
 macro_rules! say {
     ($($arg:tt)*) => {
         $crate::write_stdout(format_args!($($arg)*))
@@ -136,15 +137,26 @@ fn describe(error: &anyhow::Error) -> String {
     text
 }
 
-/// Writes a line of command output; see `say!`.
+/// Writes a line of command output; see `say!`. After a failed write,
+/// output is dropped; a failure other than a closed pipe is reported once
+/// on stderr.
 fn write_stdout(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FAILED: AtomicBool = AtomicBool::new(false);
+    if FAILED.load(Ordering::Relaxed) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
-    if let Err(error) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
-        if error.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(141);
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(error) = written {
+        FAILED.store(true, Ordering::Relaxed);
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("warning: cannot write to standard output: {error}");
         }
-        panic!("failed writing to stdout: {error}");
     }
 }
 

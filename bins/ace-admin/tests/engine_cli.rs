@@ -88,6 +88,38 @@ async fn diff_repair_rerun_round_trip() {
     let file = diff_file(&out);
     let file_arg = file.to_str().unwrap();
 
+    // A reader that goes away (`| head -1`) loses the output, not the diff
+    // file or the exit status.
+    let reports = || std::fs::read_dir(dir.join("out")).unwrap().count();
+    let before = reports();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ace-admin"))
+        .args([
+            "table-diff",
+            "-n",
+            "n1,n2",
+            "public.accounts",
+            "-q",
+            "--config",
+        ])
+        .arg(dir.join("ace.yaml"))
+        .arg("--service-file")
+        .arg(dir.join("pg_service.conf"))
+        .arg("--output-dir")
+        .arg(dir.join("out"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(reports(), before + 1, "the diff file is written");
+
     let output = admin(
         &dir,
         &[
