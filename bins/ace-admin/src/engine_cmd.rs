@@ -141,7 +141,7 @@ pub fn run_table_diff(args: TableDiffArgs) -> anyhow::Result<ExitCode> {
         let sessions = connect(&cluster, &args.sources, &settings).await?;
         let progress = Progress::new();
         let bar = progress_bar(progress.clone(), quiet);
-        let result = table_diff(&sessions, &options, &progress).await;
+        let result = interruptible(table_diff(&sessions, &options, &progress)).await;
         finish_bar(bar).await;
         sessions.close().await;
         let report = result?;
@@ -172,7 +172,7 @@ pub fn run_table_rerun(mut args: TableRerunArgs) -> anyhow::Result<ExitCode> {
         let sessions = connect(&cluster, &args.sources, &settings).await?;
         let progress = Progress::new();
         let bar = progress_bar(progress.clone(), quiet);
-        let result = table_rerun(&sessions, &file, None, &progress).await;
+        let result = interruptible(table_rerun(&sessions, &file, None, &progress)).await;
         finish_bar(bar).await;
         sessions.close().await;
         let report = result?;
@@ -235,6 +235,21 @@ pub(crate) async fn connect(
     ClusterSession::connect(&nodes, settings)
         .await
         .with_context(|| format!("connecting to cluster {}", cluster.name))
+}
+
+/// Runs `work` unless Ctrl-C comes first; then `work` is dropped (its
+/// statements end with their connections) and the caller closes the
+/// sessions, which removes their private relay directories.
+pub(crate) async fn interruptible<T, E>(
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    E: Into<anyhow::Error>,
+{
+    tokio::select! {
+        result = work => result.map_err(Into::into),
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    }
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::engine_cmd::{
-    Output, Sources, connect, finish_bar, load_cluster, load_config, progress_bar, runtime,
+    Output, Sources, connect, finish_bar, interruptible, load_cluster, load_config, progress_bar,
+    runtime,
 };
 
 /// Tuning and output shared by schema-diff and repset-diff.
@@ -199,8 +200,12 @@ fn run(
         let progress = Progress::new();
         let bar = progress_bar(progress.clone(), sources.quiet);
         let result = match &target {
-            Target::Schema(schema) => schema_diff(&sessions, schema, &options, &progress).await,
-            Target::Repset(repset) => repset_diff(&sessions, repset, &options, &progress).await,
+            Target::Schema(schema) => {
+                interruptible(schema_diff(&sessions, schema, &options, &progress)).await
+            }
+            Target::Repset(repset) => {
+                interruptible(repset_diff(&sessions, repset, &options, &progress)).await
+            }
         };
         finish_bar(bar).await;
         sessions.close().await;
