@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ace_config::{AceConfig, ConfigSource, ServiceFile};
+use ace_pgnode::{PgBinaries, RunAs};
 use ace_pki::PolicyHandle;
 use ace_pki::ca::{
     CaOptions, CertificateAuthority, DEFAULT_CERT_DAYS, DEFAULT_CRL_DAYS, SubjectAltName,
@@ -34,7 +35,7 @@ use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
 
 use client::ApiClient;
 use files::{ACE_USER, API_SERVER_CERT, CLUSTER, DATABASE, Layout, TABLE};
-use nodes::{Node, NodeTls, PgBinaries, RunAs};
+use nodes::{Node, NodeTls};
 
 /// Run the whole chain on this machine: a CA and certificates, PostgreSQL
 /// nodes with client-certificate authentication, a table with drift, the

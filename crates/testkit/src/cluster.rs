@@ -35,11 +35,12 @@
 //! the cluster directory and server keys are handed to that user.
 
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::time::{Duration, Instant};
 
+pub use ace_pgnode::PgBinaries;
+use ace_pgnode::RunAs;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
 use tempfile::TempDir;
@@ -73,111 +74,6 @@ pg=$!
 wait "$pg"
 wait
 "#;
-
-/// PostgreSQL server binaries.
-#[derive(Debug, Clone)]
-pub struct PgBinaries {
-    /// The folder holding `initdb` and `postgres`.
-    pub bindir: PathBuf,
-}
-
-impl PgBinaries {
-    /// Finds the server binaries: `initdb` on `PATH`, else
-    /// `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NoServerBinaries`] when none of those has both `initdb` and
-    /// `postgres`.
-    pub fn find() -> Result<Self> {
-        let complete = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
-        let on_path = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .find(|dir| complete(dir));
-        let from_pg_config = || {
-            let out = Command::new("pg_config").arg("--bindir").output().ok()?;
-            let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-            complete(&dir).then_some(dir)
-        };
-        let newest_debian = || {
-            let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-                .ok()?
-                .filter_map(|entry| {
-                    let entry = entry.ok()?;
-                    let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-                    let bin = entry.path().join("bin");
-                    complete(&bin).then_some((version, bin))
-                })
-                .collect();
-            dirs.sort();
-            dirs.pop().map(|(_, dir)| dir)
-        };
-        let bindir = on_path
-            .or_else(from_pg_config)
-            .or_else(newest_debian)
-            .ok_or(Error::NoServerBinaries)?;
-        // Resolve symlinks (/usr/local/bin/initdb -> /usr/lib/postgresql/..)
-        // so initdb finds its sibling programs and share files.
-        let initdb = std::fs::canonicalize(bindir.join("initdb")).map_err(|source| Error::Io {
-            path: bindir.join("initdb"),
-            source,
-        })?;
-        let bindir = initdb.parent().map(Path::to_path_buf).unwrap_or(bindir);
-        Ok(PgBinaries { bindir })
-    }
-
-    fn initdb(&self) -> PathBuf {
-        self.bindir.join("initdb")
-    }
-
-    fn postgres(&self) -> PathBuf {
-        self.bindir.join("postgres")
-    }
-}
-
-/// The OS user servers run as: ourselves, or `postgres` when we are root.
-#[derive(Debug, Clone, Copy)]
-struct RunAs {
-    ids: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
-}
-
-impl RunAs {
-    fn detect() -> Result<Self> {
-        if !nix::unistd::geteuid().is_root() {
-            return Ok(RunAs { ids: None });
-        }
-        let user = nix::unistd::User::from_name("postgres")
-            .ok()
-            .flatten()
-            .ok_or(Error::NoPostgresUser)?;
-        Ok(RunAs {
-            ids: Some((user.uid, user.gid)),
-        })
-    }
-
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut command = Command::new(program);
-        if let Some((uid, gid)) = self.ids {
-            command.uid(uid.as_raw()).gid(gid.as_raw());
-        }
-        command
-    }
-
-    /// Gives `path` to the server's user (a no-op unless we are root).
-    fn hand_over(&self, path: &Path) -> Result<()> {
-        if let Some((uid, gid)) = self.ids {
-            std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw())).map_err(
-                |source| Error::Io {
-                    path: path.to_path_buf(),
-                    source,
-                },
-            )?;
-        }
-        Ok(())
-    }
-}
 
 /// How to build a [`TestCluster`].
 #[derive(Debug, Clone)]
@@ -475,7 +371,7 @@ impl TestCluster {
             run_as.hand_over(&cert)?;
             run_as.hand_over(&key)?;
             let initdb = run_as
-                .command(binaries.initdb())
+                .command(binaries.program("initdb"))
                 .arg("-D")
                 .arg(folder.join("data"))
                 .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"])
@@ -485,7 +381,7 @@ impl TestCluster {
                 .stderr(Stdio::piped())
                 .spawn()
                 .map_err(|source| Error::Io {
-                    path: binaries.initdb(),
+                    path: binaries.program("initdb"),
                     source,
                 })?;
             prepared.push((name, folder, initdb));
@@ -493,7 +389,7 @@ impl TestCluster {
         let mut folders = Vec::new();
         for (name, folder, initdb) in prepared {
             let out = initdb.wait_with_output().map_err(|source| Error::Io {
-                path: binaries.initdb(),
+                path: binaries.program("initdb"),
                 source,
             })?;
             if !out.status.success() {
@@ -727,7 +623,7 @@ async fn start_node(
             .arg("-c")
             .arg(WATCHDOG)
             .arg("ace-testkit-watchdog")
-            .arg(binaries.postgres())
+            .arg(binaries.program("postgres"))
             .arg(folder.join("data"))
             .arg(&log)
             .arg(&folder)

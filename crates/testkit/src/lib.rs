@@ -52,18 +52,10 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// No PostgreSQL server binaries were found.
-    #[error(
-        "PostgreSQL server binaries (initdb, postgres) not found on PATH, through \
-         `pg_config --bindir`, or in /usr/lib/postgresql/*/bin; install them with \
-         `apt-get install postgresql` (Debian) and retry"
-    )]
-    NoServerBinaries,
-    /// Running as root, but there is no `postgres` OS user to run the server as.
-    #[error(
-        "running as root needs an OS user `postgres` to run the server as (initdb refuses root)"
-    )]
-    NoPostgresUser,
+    /// The server programs or the OS user to run them as are missing, or a
+    /// path could not be handed to that user.
+    #[error(transparent)]
+    PgNode(#[from] ace_pgnode::Error),
     /// A command (initdb, the server) failed.
     #[error("{what} failed: {detail}")]
     Command {

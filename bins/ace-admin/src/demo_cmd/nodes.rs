@@ -14,9 +14,10 @@
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::time::{Duration, Instant};
 
+use ace_pgnode::{PgBinaries, RunAs};
 use anyhow::{Context, bail};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
@@ -41,160 +42,6 @@ while [ "$i" -lt 30 ]; do
   i=$((i + 1))
 done
 "#;
-
-/// PostgreSQL server binaries.
-#[derive(Debug, Clone)]
-pub(crate) struct PgBinaries {
-    /// The folder holding `initdb`, `postgres` and `pg_ctl`.
-    pub bindir: PathBuf,
-}
-
-impl PgBinaries {
-    /// Finds the server binaries the way the test kit does: `initdb` on
-    /// `PATH`, else `pg_config --bindir`, else the newest
-    /// `/usr/lib/postgresql/*/bin`.
-    pub fn find() -> anyhow::Result<Self> {
-        let complete = |dir: &Path| {
-            ["initdb", "postgres", "pg_ctl"]
-                .iter()
-                .all(|program| dir.join(program).is_file())
-        };
-        let on_path = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .find(|dir| complete(dir));
-        let from_pg_config = || {
-            let out = Command::new("pg_config").arg("--bindir").output().ok()?;
-            let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-            complete(&dir).then_some(dir)
-        };
-        let newest_debian = || {
-            let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-                .ok()?
-                .filter_map(|entry| {
-                    let entry = entry.ok()?;
-                    let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-                    let bin = entry.path().join("bin");
-                    complete(&bin).then_some((version, bin))
-                })
-                .collect();
-            dirs.sort();
-            dirs.pop().map(|(_, dir)| dir)
-        };
-        let Some(bindir) = on_path.or_else(from_pg_config).or_else(newest_debian) else {
-            bail!(
-                "the demo needs the PostgreSQL server binaries (initdb, postgres, pg_ctl), \
-                 and none were found on PATH, through `pg_config --bindir`, or in \
-                 /usr/lib/postgresql/*/bin.\n\
-                 Install them and retry:\n  \
-                 Debian/Ubuntu: sudo apt-get install postgresql   (or run scripts/setup.sh)\n  \
-                 Fedora/RHEL:   sudo dnf install postgresql-server\n  \
-                 macOS:         brew install postgresql\n\
-                 or put the folder that holds initdb on PATH."
-            );
-        };
-        // Resolve symlinks (/usr/local/bin/initdb -> /usr/lib/postgresql/..)
-        // so initdb finds its sibling programs and share files.
-        let initdb = std::fs::canonicalize(bindir.join("initdb"))
-            .with_context(|| format!("resolving {}", bindir.join("initdb").display()))?;
-        let resolved = initdb.parent().map(Path::to_path_buf).unwrap_or(bindir);
-        Ok(PgBinaries { bindir: resolved })
-    }
-
-    /// `bindir/<program>`.
-    pub fn program(&self, program: &str) -> PathBuf {
-        self.bindir.join(program)
-    }
-
-    /// `psql`, beside the server binaries or on `PATH`, when installed.
-    pub fn psql(&self) -> Option<PathBuf> {
-        let beside = self.program("psql");
-        if beside.is_file() {
-            return Some(beside);
-        }
-        std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|dir| dir.join("psql"))
-            .find(|path| path.is_file())
-    }
-}
-
-/// The OS user the servers run as: ourselves, or `postgres` when root.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RunAs {
-    ids: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
-}
-
-impl RunAs {
-    pub fn detect() -> anyhow::Result<Self> {
-        if !nix::unistd::geteuid().is_root() {
-            return Ok(RunAs { ids: None });
-        }
-        let Some(user) = nix::unistd::User::from_name(SUPERUSER).ok().flatten() else {
-            bail!(
-                "running as root, the demo starts PostgreSQL as the OS user `postgres` \
-                 (initdb refuses root), and there is none; install the `postgresql` \
-                 package, which creates it, or run the demo as an ordinary user"
-            );
-        };
-        Ok(RunAs {
-            ids: Some((user.uid, user.gid)),
-        })
-    }
-
-    /// Whether the servers run as another user (we are root).
-    pub fn is_other_user(&self) -> bool {
-        self.ids.is_some()
-    }
-
-    /// A command that runs as the servers' user.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut command = Command::new(program);
-        if let Some((uid, gid)) = self.ids {
-            command.uid(uid.as_raw()).gid(gid.as_raw());
-        }
-        command
-    }
-
-    /// Gives `path` to the servers' user (nothing unless we are root).
-    pub fn hand_over(&self, path: &Path) -> anyhow::Result<()> {
-        if let Some((uid, gid)) = self.ids {
-            std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw()))
-                .with_context(|| format!("handing {} to the postgres OS user", path.display()))?;
-        }
-        Ok(())
-    }
-
-    /// Fails, saying why, when the servers' user cannot enter `dir` (as
-    /// root, a parent such as /root may be closed to `postgres`).
-    pub fn check_reaches(&self, dir: &Path) -> anyhow::Result<()> {
-        if self.ids.is_none() {
-            return Ok(());
-        }
-        let status = self
-            .command("/bin/sh")
-            .args(["-c", "cd \"$1\"", "ace-demo-check"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .current_dir("/")
-            .status()
-            .context("running /bin/sh as the postgres OS user")?;
-        if !status.success() {
-            bail!(
-                "the postgres OS user cannot enter {} (a parent directory is closed to \
-                 it); choose a --dir it can reach, such as /tmp/ace-demo, or open the \
-                 parents with `chmod o+x`",
-                dir.display()
-            );
-        }
-        Ok(())
-    }
-}
 
 /// Files every node's configuration names.
 #[derive(Debug, Clone)]
