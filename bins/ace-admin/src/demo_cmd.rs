@@ -287,7 +287,9 @@ async fn start_nodes(
 ) -> anyhow::Result<Vec<Node>> {
     let nodes_dir = layout.nodes_dir();
     create_dir(&nodes_dir, 0o755)?;
-    run_as.check_reaches(&nodes_dir)?;
+    run_as
+        .check_reaches(&nodes_dir)
+        .context("choose a --dir the postgres OS user can reach, such as /tmp/ace-demo")?;
     let mut folders = Vec::new();
     for name in names {
         let folder = nodes_dir.join(name);
