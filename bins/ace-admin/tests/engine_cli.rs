@@ -4,41 +4,11 @@
 //! matches (exit 0), and bad input is refused naming what is wrong. The
 //! table is on n1 and n2 only: table-rerun checks the diff file's nodes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use ace_testkit::TestCluster;
-use ace_testkit::cluster::ServiceAuth;
+use std::path::PathBuf;
 
-async fn on(cluster: &TestCluster, index: usize, sql: &str) {
-    cluster
-        .node(index)
-        .execute_as_superuser(&format!("SET ROLE ace_user; {sql}"))
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-fn admin(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ace-admin"))
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("ace.yaml"))
-        .arg("--service-file")
-        .arg(dir.join("pg_service.conf"))
-        .arg("--output-dir")
-        .arg(dir.join("out"))
-        .arg("-q")
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{admin, admin_command, cluster_with_config, on, text};
 
 fn diff_file(out: &str) -> PathBuf {
     let line = out
@@ -50,17 +20,7 @@ fn diff_file(out: &str) -> PathBuf {
 
 #[tokio::test]
 async fn diff_repair_rerun_round_trip() {
-    let cluster = TestCluster::start(3).await.unwrap();
-    let dir = cluster.dir().join("ace");
-    std::fs::create_dir_all(&dir).unwrap();
-    cluster
-        .write_service_file(
-            &dir.join("pg_service.conf"),
-            "test",
-            ServiceAuth::Certificate,
-        )
-        .unwrap();
-    std::fs::write(dir.join("ace.yaml"), "default_cluster: test\n").unwrap();
+    let (cluster, dir) = cluster_with_config(3).await;
     for index in 0..2 {
         on(
             &cluster,
@@ -92,20 +52,7 @@ async fn diff_repair_rerun_round_trip() {
     // file or the exit status.
     let reports = || std::fs::read_dir(dir.join("out")).unwrap().count();
     let before = reports();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ace-admin"))
-        .args([
-            "table-diff",
-            "-n",
-            "n1,n2",
-            "public.accounts",
-            "-q",
-            "--config",
-        ])
-        .arg(dir.join("ace.yaml"))
-        .arg("--service-file")
-        .arg(dir.join("pg_service.conf"))
-        .arg("--output-dir")
-        .arg(dir.join("out"))
+    let mut child = admin_command(&dir, &["table-diff", "-n", "n1,n2", "public.accounts"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

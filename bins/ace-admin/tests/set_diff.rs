@@ -2,55 +2,13 @@
 //! testkit cluster: exit status 2 on drift, 0 once the drifting table is
 //! skipped, 1 when a table cannot be compared; reports written where asked.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-use ace_testkit::TestCluster;
-use ace_testkit::cluster::ServiceAuth;
-
-async fn on(cluster: &TestCluster, index: usize, sql: &str) {
-    cluster
-        .node(index)
-        .execute_as_superuser(&format!("SET ROLE ace_user; {sql}"))
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-fn admin(dir: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ace-admin"));
-    command
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("ace.yaml"))
-        .arg("--service-file")
-        .arg(dir.join("pg_service.conf"))
-        .arg("--output-dir")
-        .arg(dir.join("out"))
-        .arg("-q");
-    command.output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{admin, cluster_with_config, on, text};
 
 #[tokio::test]
 async fn exit_status_follows_the_result() {
-    let cluster = TestCluster::start(2).await.unwrap();
-    let dir = cluster.dir().join("ace");
-    std::fs::create_dir_all(&dir).unwrap();
-    cluster
-        .write_service_file(
-            &dir.join("pg_service.conf"),
-            "test",
-            ServiceAuth::Certificate,
-        )
-        .unwrap();
-    std::fs::write(dir.join("ace.yaml"), "default_cluster: test\n").unwrap();
+    let (cluster, dir) = cluster_with_config(2).await;
     for index in 0..2 {
         on(
             &cluster,
