@@ -230,6 +230,15 @@ fn most_rows<G>(per_node: &[HashMap<G, Fingerprint>]) -> u64 {
         .unwrap_or(0)
 }
 
+/// How pass 1 by key range is cut: groups `key >> shift`, how many there
+/// are between the smallest and largest key, and the chunks scanned in
+/// parallel (inclusive key bounds, the first and last open).
+struct RangePlan {
+    shift: u32,
+    groups: u64,
+    spans: Vec<(i64, i64)>,
+}
+
 /// A run of keys `[lo, hi]` (a range group `key >> shift`) and its largest
 /// row count on any node.
 #[derive(Debug, Clone, Copy)]
@@ -675,23 +684,69 @@ impl Ctx<'_> {
         bits: u32,
         collector: &mut Collector,
     ) -> Result<Counts> {
-        // The keys' extent over every node, from the ends of the index.
+        let Some(plan) = self.range_plan(nodes, sizing, bits).await? else {
+            // Empty on every node.
+            return Ok(Counts::default());
+        };
+
+        // Pass 1: group fingerprints on every node, every chunk at once.
+        self.progress.add_total(plan.spans.len() as u64);
+        let bounded = plan.spans.len() > 1;
+        let per_node = try_join_all(
+            nodes
+                .iter()
+                .map(|node| self.range_fingerprints(node, &plan.spans, plan.shift, bounded)),
+        )
+        .await?;
+        self.progress.add_done(plan.spans.len() as u64);
+        let mismatched: Vec<Span> = mismatched(&per_node)
+            .into_iter()
+            .map(|(group, largest)| Span::of(group, plan.shift, largest))
+            .collect();
+        let counts = Counts {
+            chunks: plan.spans.len() as u64,
+            groups: plan.groups,
+            mismatched: mismatched.len() as u64,
+            rows: most_rows(&per_node),
+        };
+        drop(per_node);
+        tracing::debug!(
+            shift = plan.shift,
+            groups = counts.groups,
+            mismatched = counts.mismatched,
+            "range groups hashed"
+        );
+
+        let small = self.split_large(nodes, sizing, mismatched).await?;
+        tracing::debug!(groups = small.len(), "range groups split");
+        self.compare_spans(nodes, sizing, small, collector).await?;
+        Ok(counts)
+    }
+
+    /// The shift that gives about `block_size / 32` keys a group over the
+    /// keys' extent on every node (from the ends of the index), and the
+    /// chunks: contiguous runs of groups, the first and last open. `None`
+    /// when every node is empty.
+    async fn range_plan(
+        &self,
+        nodes: &[NodeSession],
+        sizing: &Sizing,
+        bits: u32,
+    ) -> Result<Option<RangePlan>> {
         let bounds = try_join_all(nodes.iter().map(|node| self.key_bounds(node))).await?;
         let extent = bounds
             .into_iter()
             .flatten()
             .reduce(|(lo, hi), (a, b)| (lo.min(a), hi.max(b)));
         let Some((min, max)) = extent else {
-            // Empty on every node.
-            return Ok(Counts::default());
+            return Ok(None);
         };
         self.progress.check()?;
 
         // Unique keys: no more rows than the span of keys.
         let span = (i128::from(max) - i128::from(min) + 1) as f64;
         let rows = sizing.estimate.clamp(1.0, span);
-        let group_rows = sizing.group_rows(RANGE_GROUP_DIVISOR);
-        let wanted = (rows / group_rows as f64)
+        let wanted = (rows / sizing.group_rows(RANGE_GROUP_DIVISOR) as f64)
             .ceil()
             .clamp(1.0, (MAX_GROUPS as usize * sizing.chunks) as f64) as i128;
         let mut shift = 0;
@@ -700,11 +755,10 @@ impl Ctx<'_> {
             shift += 1;
         }
 
-        // Chunks: contiguous runs of groups, the first and last open.
         let (first, last) = (i128::from(min >> shift), i128::from(max >> shift));
         let groups = last - first + 1;
         let chunks = (sizing.chunks as i128).min(groups);
-        let spans: Vec<(i64, i64)> = (0..chunks)
+        let spans = (0..chunks)
             .map(|i| {
                 let lo = if i == 0 {
                     i64::MIN
@@ -719,36 +773,24 @@ impl Ctx<'_> {
                 (lo, hi)
             })
             .collect();
-
-        // Pass 1: group fingerprints on every node, every chunk at once.
-        self.progress.add_total(spans.len() as u64);
-        let bounded = spans.len() > 1;
-        let per_node = try_join_all(
-            nodes
-                .iter()
-                .map(|node| self.range_fingerprints(node, &spans, shift, bounded)),
-        )
-        .await?;
-        self.progress.add_done(spans.len() as u64);
-        let mut work: Vec<Span> = mismatched(&per_node)
-            .into_iter()
-            .map(|(group, largest)| Span::of(group, shift, largest))
-            .collect();
-        let counts = Counts {
-            chunks: spans.len() as u64,
-            groups: groups as u64,
-            mismatched: work.len() as u64,
-            rows: most_rows(&per_node),
-        };
-        drop(per_node);
-        tracing::debug!(
+        Ok(Some(RangePlan {
             shift,
-            groups = counts.groups,
-            mismatched = counts.mismatched,
-            "range groups hashed"
-        );
+            groups: groups as u64,
+            spans,
+        }))
+    }
 
-        // Split mismatched groups too large to compare row by row.
+    /// Splits mismatched groups too large to compare row by row (more than
+    /// `compare_unit_size` rows on some node) into finer ranges of about
+    /// `block_size / 32` rows, read through the index, until every
+    /// mismatched range is small. Returns them in key order.
+    async fn split_large(
+        &self,
+        nodes: &[NodeSession],
+        sizing: &Sizing,
+        mut work: Vec<Span>,
+    ) -> Result<Vec<Span>> {
+        let group_rows = sizing.group_rows(RANGE_GROUP_DIVISOR);
         let mut small = Vec::new();
         while let Some(span) = work.pop() {
             if span.largest <= sizing.compare_unit_size || span.shift == 0 {
@@ -775,14 +817,21 @@ impl Ctx<'_> {
             );
         }
         small.sort_by_key(|span| span.lo);
-        tracing::debug!(groups = small.len(), "range groups split");
+        Ok(small)
+    }
 
-        // Pass 2: the rows of mismatched groups through the index, at most
-        // RANGE_BATCH_ROWS rows per node and statement, compared key by
-        // key in Rust.
+    /// Pass 2 by key range: the rows of `spans` through the index, at most
+    /// RANGE_BATCH_ROWS rows per node and statement, compared key by key.
+    async fn compare_spans(
+        &self,
+        nodes: &[NodeSession],
+        sizing: &Sizing,
+        spans: Vec<Span>,
+        collector: &mut Collector,
+    ) -> Result<()> {
         let mut batches: Vec<Vec<Span>> = Vec::new();
         let mut rows_in_batch = 0;
-        for span in small {
+        for span in spans {
             match batches.last_mut() {
                 Some(batch)
                     if rows_in_batch + span.largest <= sizing.batch_rows(RANGE_BATCH_ROWS) =>
@@ -812,7 +861,7 @@ impl Ctx<'_> {
             collector.compare(&hashes);
             self.progress.add_done(1);
         }
-        Ok(counts)
+        Ok(())
     }
 
     /// The smallest and largest key on one node (an integer key).
