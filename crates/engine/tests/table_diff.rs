@@ -3,9 +3,12 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use ace_engine::{DiffFile, EngineError, Progress, TableDiffOptions, table_diff, table_rerun};
 use ace_testkit::TestCluster;
 use common::{diff, keys, on, on_all, sessions};
+use sqlx::Connection;
 
 const MATRIX_COLUMNS: &[(&str, &str, &str, &str)] = &[
     // (column, type, value on every node, value changed on n2)
@@ -68,37 +71,11 @@ const MATRIX_COLUMNS: &[(&str, &str, &str, &str)] = &[
 #[tokio::test]
 async fn type_matrix_is_found_exactly() {
     let cluster = TestCluster::start(2).await.unwrap();
-    let columns: Vec<String> = MATRIX_COLUMNS
-        .iter()
-        .map(|(name, ty, _, _)| format!("{name} {ty}"))
-        .collect();
-    let values: Vec<&str> = MATRIX_COLUMNS.iter().map(|(_, _, v, _)| *v).collect();
-    on_all(
-        &cluster,
-        &format!(
-            "CREATE TYPE mood AS ENUM ('happy', 'sad');
-             CREATE DOMAIN positive AS int CHECK (VALUE > 0);
-             CREATE TABLE public.matrix (id int8 PRIMARY KEY, {});
-             INSERT INTO public.matrix SELECT g, {} FROM generate_series(1, 100) g;",
-            columns.join(", "),
-            values.join(", ")
-        ),
-    )
-    .await;
-    // Each column changed on n2 in its own row (id = 10 + index).
-    let mut changes = String::new();
-    for (index, (name, _, _, changed)) in MATRIX_COLUMNS.iter().enumerate() {
-        changes.push_str(&format!(
-            "UPDATE public.matrix SET {name} = {changed} WHERE id = {};\n",
-            10 + index
-        ));
-    }
-    on(&cluster, 1, &changes).await;
+    create_matrix(&cluster).await;
+    change_matrix(&cluster, 1, 10).await;
     let sessions = sessions(&cluster).await;
     let report = diff(&sessions, "public", "matrix").await;
-    let expected: Vec<String> = (0..MATRIX_COLUMNS.len())
-        .map(|i| (10 + i).to_string())
-        .collect();
+    let expected = matrix_keys(10);
     assert_eq!(keys(&report, "n1/n2", "n1"), expected);
     assert_eq!(keys(&report, "n1/n2", "n2"), expected);
     assert_eq!(
@@ -117,6 +94,66 @@ async fn type_matrix_is_found_exactly() {
     assert_eq!(row["c_timestamptz"], "2024-01-01 10:00:00+00");
     assert_eq!(row["c_float4"], "NaN");
     assert_eq!(row["c_bool"], true);
+}
+
+#[tokio::test]
+async fn type_matrix_on_three_nodes() {
+    // n2 and n3 each change every column, in different rows: each pair
+    // with n1 sees its own rows, n2/n3 sees both sets.
+    let cluster = TestCluster::start(3).await.unwrap();
+    create_matrix(&cluster).await;
+    change_matrix(&cluster, 1, 10).await;
+    change_matrix(&cluster, 2, 50).await;
+    let sessions = sessions(&cluster).await;
+    let report = diff(&sessions, "public", "matrix").await;
+    let (on_n2, on_n3) = (matrix_keys(10), matrix_keys(50));
+    assert_eq!(keys(&report, "n1/n2", "n2"), on_n2);
+    assert_eq!(keys(&report, "n1/n3", "n3"), on_n3);
+    let mut both = [on_n2, on_n3].concat();
+    both.sort_by_key(|k| k.parse::<i64>().unwrap());
+    assert_eq!(keys(&report, "n2/n3", "n2"), both);
+    assert_eq!(keys(&report, "n2/n3", "n3"), both);
+}
+
+/// The matrix table on every node: 100 equal rows of every type.
+async fn create_matrix(cluster: &TestCluster) {
+    let columns: Vec<String> = MATRIX_COLUMNS
+        .iter()
+        .map(|(name, ty, _, _)| format!("{name} {ty}"))
+        .collect();
+    let values: Vec<&str> = MATRIX_COLUMNS.iter().map(|(_, _, v, _)| *v).collect();
+    on_all(
+        cluster,
+        &format!(
+            "CREATE TYPE mood AS ENUM ('happy', 'sad');
+             CREATE DOMAIN positive AS int CHECK (VALUE > 0);
+             CREATE TABLE public.matrix (id int8 PRIMARY KEY, {});
+             INSERT INTO public.matrix SELECT g, {} FROM generate_series(1, 100) g;",
+            columns.join(", "),
+            values.join(", ")
+        ),
+    )
+    .await;
+}
+
+/// Changes each column on node `index` in its own row (id = first + the
+/// column's index).
+async fn change_matrix(cluster: &TestCluster, index: usize, first: usize) {
+    let mut changes = String::new();
+    for (column, (name, _, _, changed)) in MATRIX_COLUMNS.iter().enumerate() {
+        changes.push_str(&format!(
+            "UPDATE public.matrix SET {name} = {changed} WHERE id = {};\n",
+            first + column
+        ));
+    }
+    on(cluster, index, &changes).await;
+}
+
+/// The keys [`change_matrix`] changed.
+fn matrix_keys(first: usize) -> Vec<String> {
+    (0..MATRIX_COLUMNS.len())
+        .map(|i| (first + i).to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -611,4 +648,153 @@ async fn rerun_confirms_a_fix() {
         .await
         .unwrap();
     assert!(rerun.matches());
+}
+
+#[tokio::test]
+async fn rows_at_every_block_boundary() {
+    // 20,000 rows keyed 1..=20000 (range groups of 2^shift keys) and the
+    // same rows keyed by text (hash groups, sampled chunk boundaries).
+    // Changed on n2: the rows on both sides of every multiple of 256 and
+    // of 1000 and of every power of two, so whatever the group width, each
+    // group edge has a changed row on it; plus a row deleted at a
+    // boundary and rows added just outside both ends.
+    let mut changed = BTreeSet::new();
+    for step in [256_i64, 1000] {
+        for m in 1..=(20_000 / step) {
+            changed.extend([m * step - 1, m * step, m * step + 1]);
+        }
+    }
+    for k in 1..=14 {
+        changed.extend([(1_i64 << k) - 1, 1 << k, (1 << k) + 1]);
+    }
+    changed.retain(|k| (1..=20_000).contains(k));
+    changed.remove(&4096);
+    let list = |keys: &BTreeSet<i64>| {
+        keys.iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let cluster = TestCluster::start(2).await.unwrap();
+    on_all(
+        &cluster,
+        "CREATE TABLE public.edges (id int8 PRIMARY KEY, v text);
+         INSERT INTO public.edges SELECT g, 'v' || g FROM generate_series(1, 20000) g;
+         CREATE TABLE public.tedges (id text PRIMARY KEY, v text);
+         INSERT INTO public.tedges SELECT lpad(g::text, 6, '0'), 'v' || g
+           FROM generate_series(1, 20000) g;
+         ANALYZE;",
+    )
+    .await;
+    on(
+        &cluster,
+        1,
+        &format!(
+            "UPDATE public.edges SET v = 'changed' WHERE id IN ({ids});
+             DELETE FROM public.edges WHERE id = 4096;
+             INSERT INTO public.edges VALUES (0, 'before'), (20001, 'after');
+             UPDATE public.tedges SET v = 'changed'
+               WHERE id IN (SELECT lpad(k::text, 6, '0') FROM unnest(ARRAY[{ids}]) k);
+             DELETE FROM public.tedges WHERE id = '004096';
+             INSERT INTO public.tedges VALUES ('000000', 'before'), ('020001', 'after');",
+            ids = list(&changed)
+        ),
+    )
+    .await;
+    let mut expected = changed.clone();
+    expected.extend([0, 4096, 20001]);
+    let expected_int: Vec<String> = expected.iter().map(|k| k.to_string()).collect();
+    let expected_text: Vec<String> = expected.iter().map(|k| format!("{k:06}")).collect();
+
+    let sessions = sessions(&cluster).await;
+    for (block_size, concurrency) in [
+        (32, 1.0),
+        (100, 2.0),
+        (1000, 1.0),
+        (4096, 4.0),
+        (100_000, 1.0),
+    ] {
+        for (table, expected) in [("edges", &expected_int), ("tedges", &expected_text)] {
+            let mut options = TableDiffOptions::new("public", table);
+            options.block_size = block_size;
+            options.concurrency_factor = concurrency;
+            options.compare_unit_size = 100;
+            let report = table_diff(&sessions, &options, &Progress::new())
+                .await
+                .unwrap_or_else(|e| panic!("{table}: {e}"));
+            let mut found = keys(&report, "n1/n2", "n1");
+            found.extend(keys(&report, "n1/n2", "n2"));
+            found.sort();
+            found.dedup();
+            let mut expected = expected.clone();
+            expected.sort();
+            assert_eq!(&found, &expected, "{table}, block {block_size}");
+            assert_eq!(
+                report.summary.diff_rows_count["n1/n2"],
+                expected.len() as u64,
+                "{table}, block {block_size}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_stopping_during_a_diff_fails_it_naming_the_node() {
+    let mut cluster = TestCluster::start(2).await.unwrap();
+    on_all(
+        &cluster,
+        "CREATE TABLE public.busy (id int PRIMARY KEY, v text);
+         INSERT INTO public.busy SELECT g, 'v' FROM generate_series(1, 1000) g;",
+    )
+    .await;
+    let sessions = sessions(&cluster).await;
+
+    // Hold the table on n2, so the diff passes its preflight and then
+    // waits on n2 reading the table; stop n2 while it waits.
+    let mut holder = sqlx::PgConnection::connect_with(&cluster.node(1).superuser_options())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE public.busy IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let diff = tokio::spawn(async move {
+        table_diff(
+            &sessions,
+            &TableDiffOptions::new("public", "busy"),
+            &Progress::new(),
+        )
+        .await
+    });
+    let waiting = "SELECT count(*) FROM pg_locks
+                   WHERE relation = 'public.busy'::regclass AND NOT granted";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (n,): (i64,) = sqlx::query_as(waiting)
+            .fetch_one(&mut holder)
+            .await
+            .unwrap();
+        if n > 0 {
+            break;
+        }
+        assert!(!diff.is_finished(), "the diff ended before waiting on n2");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the diff never reached n2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The holder stays open: fast shutdown ends it with the waiting scan.
+    let stopped = std::time::Instant::now();
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.node_mut(1).stop();
+        cluster
+    })
+    .await
+    .unwrap();
+    let error = diff.await.unwrap().unwrap_err();
+    assert!(stopped.elapsed() < std::time::Duration::from_secs(15));
+    assert!(error.to_string().contains("n2"), "{error}");
+    drop((holder, cluster));
 }
