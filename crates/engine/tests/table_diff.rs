@@ -370,20 +370,14 @@ async fn keys_of_every_kind_and_range() {
     // again; chunked scans (concurrency 4) too.
     for (block_size, concurrency) in [(1000, 1.0), (64, 4.0), (1, 1.0)] {
         for (table, expected) in &cases {
-            let mut options = TableDiffOptions::new("public", table);
-            options.block_size = block_size;
-            options.concurrency_factor = concurrency;
-            options.compare_unit_size = 10;
-            let report = table_diff(&sessions, &options, &Progress::new())
-                .await
-                .unwrap_or_else(|e| panic!("{table}: {e}"));
-            let mut found = keys(&report, "n1/n2", "n1");
-            found.extend(keys(&report, "n1/n2", "n2"));
-            found.sort();
-            found.dedup();
+            let report = diff_tuned(&sessions, table, block_size, concurrency, 10).await;
             let mut expected: Vec<String> = expected.iter().map(|k| k.to_string()).collect();
             expected.sort();
-            assert_eq!(found, expected, "{table}, block {block_size}");
+            assert_eq!(
+                differing_keys(&report),
+                expected,
+                "{table}, block {block_size}"
+            );
         }
     }
 }
@@ -715,20 +709,14 @@ async fn rows_at_every_block_boundary() {
         (100_000, 1.0),
     ] {
         for (table, expected) in [("edges", &expected_int), ("tedges", &expected_text)] {
-            let mut options = TableDiffOptions::new("public", table);
-            options.block_size = block_size;
-            options.concurrency_factor = concurrency;
-            options.compare_unit_size = 100;
-            let report = table_diff(&sessions, &options, &Progress::new())
-                .await
-                .unwrap_or_else(|e| panic!("{table}: {e}"));
-            let mut found = keys(&report, "n1/n2", "n1");
-            found.extend(keys(&report, "n1/n2", "n2"));
-            found.sort();
-            found.dedup();
+            let report = diff_tuned(&sessions, table, block_size, concurrency, 100).await;
             let mut expected = expected.clone();
             expected.sort();
-            assert_eq!(&found, &expected, "{table}, block {block_size}");
+            assert_eq!(
+                differing_keys(&report),
+                expected,
+                "{table}, block {block_size}"
+            );
             assert_eq!(
                 report.summary.diff_rows_count["n1/n2"],
                 expected.len() as u64,
@@ -797,4 +785,31 @@ async fn a_node_stopping_during_a_diff_fails_it_naming_the_node() {
     assert!(stopped.elapsed() < std::time::Duration::from_secs(15));
     assert!(error.to_string().contains("n2"), "{error}");
     drop((holder, cluster));
+}
+
+/// table-diff of `public.table` with the given tuning.
+async fn diff_tuned(
+    sessions: &ace_session::ClusterSession,
+    table: &str,
+    block_size: u64,
+    concurrency_factor: f64,
+    compare_unit_size: u64,
+) -> ace_engine::DiffReport {
+    let mut options = TableDiffOptions::new("public", table);
+    options.block_size = block_size;
+    options.concurrency_factor = concurrency_factor;
+    options.compare_unit_size = compare_unit_size;
+    table_diff(sessions, &options, &Progress::new())
+        .await
+        .unwrap_or_else(|e| panic!("{table}: {e}"))
+}
+
+/// The keys that differ between n1 and n2, from either side, sorted as
+/// text.
+fn differing_keys(report: &ace_engine::DiffReport) -> Vec<String> {
+    let mut found = keys(report, "n1/n2", "n1");
+    found.extend(keys(report, "n1/n2", "n2"));
+    found.sort();
+    found.dedup();
+    found
 }
