@@ -336,19 +336,11 @@ pub async fn table_diff(
         progress,
     };
 
-    // How big the table is, from the node with the largest estimate
-    // (never analysed: a guess from the size on disk).
+    // How big the table is, from the node with the largest estimate.
     let (sample_node, estimate, pages) = infos
         .iter()
         .enumerate()
-        .map(|(index, (_, info))| {
-            let estimate = if info.estimated_rows >= 0.0 {
-                info.estimated_rows
-            } else {
-                info.pages as f64 * 100.0
-            };
-            (index, estimate, info.pages)
-        })
+        .map(|(index, (_, info))| (index, info.estimated_rows, info.pages))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap_or((0, 0.0, 0));
 

@@ -111,10 +111,29 @@ pub struct TableInfo {
     pub columns: Vec<Column>,
     /// Primary key column names, in key order.
     pub primary_key: Vec<String>,
-    /// The planner's row estimate (`reltuples`, -1 if never analysed).
+    /// Rows, estimated as the planner would: each leaf's `reltuples`
+    /// scaled from its `relpages` to its size now, summed over the
+    /// partitions of a partitioned table; a leaf never analysed (or
+    /// analysed empty and filled since) counts 100 rows a page.
     pub estimated_rows: f64,
-    /// Pages on disk (`pg_relation_size / 8192`).
+    /// Pages on disk now (`pg_relation_size / 8192`), summed over the
+    /// partitions.
     pub pages: i64,
+}
+
+/// Rows a page when the statistics say nothing about the table's density.
+const GUESSED_ROWS_PER_PAGE: f64 = 100.0;
+
+/// One table's (or leaf partition's) rows, estimated the planner's way:
+/// the density `reltuples / relpages` of the last ANALYZE or VACUUM times
+/// the pages it has now, so a table loaded or emptied since is sized by
+/// what is on disk.
+fn leaf_estimate(reltuples: f64, relpages: i64, pages: i64) -> f64 {
+    if reltuples >= 0.0 && relpages > 0 {
+        reltuples / relpages as f64 * pages as f64
+    } else {
+        pages as f64 * GUESSED_ROWS_PER_PAGE
+    }
 }
 
 impl TableInfo {
@@ -128,8 +147,7 @@ impl TableInfo {
         let node = tx.node().to_owned();
         let query = |e| EngineError::query(&node, e);
         let row = sqlx::query(
-            "SELECT c.oid::int8 AS oid, c.reltuples::float8 AS reltuples,
-                    (pg_relation_size(c.oid) / 8192)::int8 AS pages, c.relkind::text AS kind
+            "SELECT c.oid::int8 AS oid, c.relkind::text AS kind
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relname = $2",
         )
@@ -163,8 +181,26 @@ impl TableInfo {
             });
         }
         let oid: i64 = row.try_get("oid").map_err(query)?;
-        let estimated_rows: f64 = row.try_get("reltuples").map_err(query)?;
-        let pages: i64 = row.try_get("pages").map_err(query)?;
+
+        // The size of the table, or of every leaf partition.
+        let leaves: Vec<(f64, i64, i64)> = sqlx::query_as(
+            "SELECT c.reltuples::float8, c.relpages::int8,
+                    (pg_relation_size(c.oid) / 8192)::int8
+             FROM pg_class c
+             WHERE c.relkind = 'r'
+               AND (c.oid = $1::int8::oid
+                    OR c.oid IN (SELECT relid FROM pg_partition_tree($1::int8::oid::regclass)
+                                 WHERE isleaf))",
+        )
+        .bind(oid)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(query)?;
+        let estimated_rows = leaves
+            .iter()
+            .map(|&(reltuples, relpages, pages)| leaf_estimate(reltuples, relpages, pages))
+            .sum();
+        let pages = leaves.iter().map(|&(_, _, pages)| pages).sum();
 
         let rows = sqlx::query(
             "SELECT a.attname::text AS name,
@@ -375,5 +411,16 @@ mod tests {
         );
         assert!(parse_qualified_name("a.b.c").is_err());
         assert!(parse_qualified_name("a; drop").is_err());
+    }
+
+    #[test]
+    fn leaves_are_sized_by_their_pages_now() {
+        // Analysed at 100 rows on 2 pages, now 10 pages: 500 rows.
+        assert_eq!(leaf_estimate(100.0, 2, 10), 500.0);
+        // Never analysed, or analysed empty and filled since: 100 a page.
+        assert_eq!(leaf_estimate(-1.0, 0, 10), 1000.0);
+        assert_eq!(leaf_estimate(0.0, 0, 10), 1000.0);
+        // Emptied and truncated since the last ANALYZE.
+        assert_eq!(leaf_estimate(5000.0, 50, 0), 0.0);
     }
 }

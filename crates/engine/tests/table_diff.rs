@@ -787,6 +787,56 @@ async fn a_node_stopping_during_a_diff_fails_it_naming_the_node() {
     drop((holder, cluster));
 }
 
+#[tokio::test]
+async fn partitioned_and_unanalysed_tables_are_split_by_their_size() {
+    // A partitioned table (the parent has no pages or statistics of its
+    // own) and a table analysed empty, then loaded: both must be sized
+    // by what is on disk, not compared as one unbounded range.
+    let cluster = TestCluster::start(2).await.unwrap();
+    on_all(
+        &cluster,
+        "CREATE TABLE public.parts (id int8 PRIMARY KEY, v text) PARTITION BY RANGE (id);
+         CREATE TABLE public.parts_a PARTITION OF public.parts FOR VALUES FROM (MINVALUE) TO (7000);
+         CREATE TABLE public.parts_b PARTITION OF public.parts FOR VALUES FROM (7000) TO (14000);
+         CREATE TABLE public.parts_c PARTITION OF public.parts FOR VALUES FROM (14000) TO (MAXVALUE);
+         INSERT INTO public.parts SELECT g, 'v' || g FROM generate_series(1, 20000) g;
+         CREATE TABLE public.tparts (id text PRIMARY KEY, v text) PARTITION BY HASH (id);
+         CREATE TABLE public.tparts_0 PARTITION OF public.tparts FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+         CREATE TABLE public.tparts_1 PARTITION OF public.tparts FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+         INSERT INTO public.tparts SELECT lpad(g::text, 6, '0'), 'v' || g
+           FROM generate_series(1, 20000) g;
+         CREATE TABLE public.late (id text PRIMARY KEY, v text);
+         ANALYZE public.late;
+         INSERT INTO public.late SELECT lpad(g::text, 6, '0'), 'v' || g
+           FROM generate_series(1, 20000) g;",
+    )
+    .await;
+    on(
+        &cluster,
+        1,
+        "UPDATE public.parts SET v = 'changed' WHERE id IN (3, 7000, 19999);
+         UPDATE public.tparts SET v = 'changed' WHERE id IN ('000003', '007000', '019999');
+         UPDATE public.late SET v = 'changed' WHERE id IN ('000003', '007000', '019999');",
+    )
+    .await;
+    let sessions = sessions(&cluster).await;
+    for (table, expected) in [
+        ("parts", ["3", "7000", "19999"]),
+        ("tparts", ["000003", "007000", "019999"]),
+        ("late", ["000003", "007000", "019999"]),
+    ] {
+        let report = diff_tuned(&sessions, table, 1000, 1.0, 100).await;
+        let mut expected = expected.map(str::to_owned).to_vec();
+        expected.sort();
+        assert_eq!(differing_keys(&report), expected, "{table}");
+        assert!(
+            report.summary.initial_ranges_count >= 10,
+            "{table}: {} ranges for 20,000 rows at block 1000",
+            report.summary.initial_ranges_count
+        );
+    }
+}
+
 /// table-diff of `public.table` with the given tuning.
 async fn diff_tuned(
     sessions: &ace_session::ClusterSession,
