@@ -28,7 +28,7 @@ pub struct Sources {
     #[arg(short = 'd', long)]
     pub(crate) dbname: Option<String>,
     /// Nodes to compare: `all` or a comma list such as `n1,n3` (default
-    /// all; for table-rerun, the diff file's nodes).
+    /// all).
     #[arg(short = 'n', long)]
     pub(crate) nodes: Option<String>,
     /// Show no progress bar.
@@ -50,11 +50,13 @@ pub enum Output {
 /// Exit status: 0 when the tables match, 2 when they differ (a diff file is
 /// written), 1 on any error.
 #[derive(Debug, Args)]
+#[command(override_usage = "ace-admin table-diff [OPTIONS] [CLUSTER] SCHEMA.TABLE")]
 pub struct TableDiffArgs {
     /// `[CLUSTER] SCHEMA.TABLE`: the cluster (a section of pg_service.conf;
-    /// default_cluster when omitted) and the table (quote mixed-case names:
-    /// '"My Schema"."Order Items"').
-    #[arg(value_name = "[CLUSTER] SCHEMA.TABLE", num_args = 1..=2, required = true)]
+    /// default_cluster when omitted) and one table (a bare TABLE is
+    /// public.TABLE; unquoted names fold to lower case, so quote mixed-case
+    /// ones: '"My Schema"."Order Items"').
+    #[arg(value_name = "TARGET", num_args = 1..=2, required = true)]
     targets: Vec<String>,
     #[command(flatten)]
     sources: Sources,
@@ -93,6 +95,9 @@ pub struct TableDiffArgs {
 /// Exit status: 0 when every difference is resolved, 2 when some remain
 /// (a rerun diff file is written), 1 on any error.
 #[derive(Debug, Args)]
+#[command(mut_arg("nodes", |arg| arg.help(
+    "Nodes to re-check: `all` or a comma list such as `n1,n3` (default: the diff file's nodes)"
+)))]
 pub struct TableRerunArgs {
     /// Cluster name; default_cluster if omitted.
     #[arg(value_name = "CLUSTER")]

@@ -21,10 +21,13 @@ use crate::engine_cmd::{Sources, connect, load_cluster, load_config, runtime};
 /// status: 0 when every target was repaired (or a dry run), 1 on any error
 /// or when a node's repair was rolled back.
 #[derive(Debug, Args)]
+#[command(
+    override_usage = "ace-admin table-repair [OPTIONS] --diff-file <DIFF_FILE> [CLUSTER] SCHEMA.TABLE"
+)]
 pub struct TableRepairArgs {
     /// `[CLUSTER] SCHEMA.TABLE`: the cluster (default_cluster when omitted)
-    /// and the table the diff file is about.
-    #[arg(value_name = "[CLUSTER] SCHEMA.TABLE", num_args = 1..=2, required = true)]
+    /// and the table the diff file is about (a bare TABLE is public.TABLE).
+    #[arg(value_name = "TARGET", num_args = 1..=2, required = true)]
     targets: Vec<String>,
     /// The diff file from table-diff (this tool's or upstream ACE's).
     #[arg(short = 'f', long)]

@@ -63,11 +63,12 @@ pub struct SetTuning {
 /// when a table could not be compared (no primary key, columns that
 /// disagree, no privilege) or on any error.
 #[derive(Debug, Args)]
+#[command(override_usage = "ace-admin schema-diff [OPTIONS] [CLUSTER] SCHEMA")]
 pub struct SchemaDiffArgs {
     /// `[CLUSTER] SCHEMA`: the cluster (default_cluster when omitted) and
     /// the schema (unquoted names fold to lower case; quote mixed-case
     /// ones: '"My-Schema"').
-    #[arg(value_name = "[CLUSTER] SCHEMA", num_args = 1..=2, required = true)]
+    #[arg(value_name = "TARGET", num_args = 1..=2, required = true)]
     targets: Vec<String>,
     /// Compare definitions only; read no rows.
     #[arg(long)]
@@ -89,11 +90,12 @@ pub struct SchemaDiffArgs {
 /// something differs, 1 when a table could not be compared or on any
 /// error.
 #[derive(Debug, Args)]
+#[command(override_usage = "ace-admin repset-diff [OPTIONS] [CLUSTER] REPSET")]
 pub struct RepsetDiffArgs {
     /// `[CLUSTER] REPSET`: the cluster (default_cluster when omitted) and
     /// the replication set or publication (read as an identifier: quote
     /// mixed-case names).
-    #[arg(value_name = "[CLUSTER] REPSET", num_args = 1..=2, required = true)]
+    #[arg(value_name = "TARGET", num_args = 1..=2, required = true)]
     targets: Vec<String>,
     #[command(flatten)]
     tuning: SetTuning,

@@ -183,15 +183,14 @@ impl DiffReport {
         let mut out = String::new();
         if self.matches() {
             out.push_str(&format!(
-                "TABLES MATCH: {}.{} on {}\n",
-                self.summary.schema,
-                self.summary.table,
+                "TABLES MATCH: {} on {}\n",
+                ace_session::display_qualified(&self.summary.schema, &self.summary.table),
                 self.summary.nodes.join(", ")
             ));
         } else {
             out.push_str(&format!(
-                "TABLES DO NOT MATCH: {}.{}\n",
-                self.summary.schema, self.summary.table
+                "TABLES DO NOT MATCH: {}\n",
+                ace_session::display_qualified(&self.summary.schema, &self.summary.table)
             ));
             for (pair, count) in &self.summary.diff_rows_count {
                 let rows = if *count == 1 { "row" } else { "rows" };
@@ -210,10 +209,20 @@ impl DiffReport {
 }
 
 /// A schema or table name as part of a file name: upstream turns `.` into
-/// `_`; path separators become `_` too, so a name such as `../x` cannot
-/// place a report outside its directory.
+/// `_`; so does every other character that is not a letter, digit, `_` or
+/// `-` (path separators, spaces, quotes), so a name such as `../x` cannot
+/// place a report outside its directory and no name needs quoting in a
+/// shell.
 pub fn file_name_part(name: &str) -> String {
-    name.replace(['.', '/', '\\'], "_")
+    name.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Writes `<stem>.<extension>` in `dir`, never over an existing file: a
@@ -442,6 +451,9 @@ impl DiffFile {
         // Parsed from the file as it is read, and taken apart by value: a
         // large diff file is held once, as its rows.
         let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(bad("is a directory, not a diff file".into()));
+        }
         let value: Value = serde_json::from_reader(std::io::BufReader::new(file))
             .map_err(|e| bad(format!("not JSON: {e}")))?;
         let Value::Object(mut top) = value else {
@@ -460,10 +472,26 @@ impl DiffFile {
             let Value::Object(diffs) = diffs else {
                 return Err(bad("\"diffs\" is not an object".into()));
             };
-            for (pair, entry) in diffs {
-                let names: Vec<&str> = pair.split('/').collect();
-                if names.len() != 2 || names.iter().any(|n| n.is_empty()) {
-                    return Err(bad(format!("pair key {pair:?} is not \"nodeA/nodeB\"")));
+            for (written, entry) in diffs {
+                let names: Vec<&str> = written.split('/').collect();
+                if names.len() != 2 || names.iter().any(|n| n.is_empty()) || names[0] == names[1] {
+                    return Err(bad(format!(
+                        "pair key {written:?} is not \"nodeA/nodeB\" of two nodes"
+                    )));
+                }
+                if let Some(outside) = names.iter().find(|name| {
+                    !summary.nodes.is_empty() && !summary.nodes.iter().any(|n| n == *name)
+                }) {
+                    return Err(bad(format!(
+                        "pair {written} names node {outside}, which summary.nodes ({}) does not list",
+                        summary.nodes.join(", ")
+                    )));
+                }
+                // One spelling for each pair, whichever order it was
+                // written in.
+                let pair = pair_key(names[0], names[1]);
+                if pairs.contains_key(&pair) {
+                    return Err(bad(format!("pair {pair} is in \"diffs\" twice")));
                 }
                 let rows = match entry {
                     Value::Object(mut entry) => entry.remove("rows"),
@@ -561,6 +589,7 @@ mod tests {
     #[test]
     fn names_cannot_leave_the_report_directory() {
         assert_eq!(file_name_part("../a/b\\c.d"), "___a_b_c_d");
+        assert_eq!(file_name_part("Order Items \"é\""), "Order_Items__é_");
     }
 
     /// A diff file in upstream ACE's shape: numeric as a number, RFC 3339
@@ -616,6 +645,31 @@ mod tests {
             error.contains("n1/n2/n3") && error.contains("public_orders"),
             "{error}"
         );
+        // A pair written the other way round is the same pair; a pair of
+        // nodes the summary does not list, or written twice, is refused.
+        let mut reversed = upstream.clone();
+        let entry = reversed["diffs"]["n1/n2"].take();
+        reversed["diffs"] = serde_json::json!({ "n2/n1": entry });
+        std::fs::write(&path, reversed.to_string()).unwrap();
+        let file = DiffFile::read(&path).unwrap();
+        assert_eq!(file.pairs.keys().collect::<Vec<_>>(), ["n1/n2"]);
+        assert_eq!(file.pairs["n1/n2"]["n2"].len(), 1);
+        let mut outside = upstream.clone();
+        outside["summary"]["nodes"] = serde_json::json!(["n1", "n3"]);
+        std::fs::write(&path, outside.to_string()).unwrap();
+        let error = DiffFile::read(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("n2") && error.contains("summary.nodes"),
+            "{error}"
+        );
+        let twice = format!(
+            r#"{{"summary": {}, "diffs": {{"n1/n2": {{"rows": {{}}}}, "n2/n1": {{"rows": {{}}}}}}}}"#,
+            upstream["summary"]
+        );
+        std::fs::write(&path, twice).unwrap();
+        let error = DiffFile::read(&path).unwrap_err().to_string();
+        assert!(error.contains("twice"), "{error}");
+
         let mut keyless = upstream;
         keyless["diffs"]["n1/n2"]["rows"]["n2"][0]
             .as_object_mut()

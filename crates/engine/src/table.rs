@@ -263,9 +263,10 @@ impl TableInfo {
         quote_qualified(&self.schema, &self.name)
     }
 
-    /// `schema.table` for messages and reports.
+    /// `schema.table` for messages and reports, quoted where a name
+    /// needs it (`public."Order Items"`).
     pub fn display_name(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        ace_session::display_qualified(&self.schema, &self.name)
     }
 
     /// The column called `name`.

@@ -637,6 +637,23 @@ async fn rerun_confirms_a_fix() {
         .await
         .unwrap();
     assert_eq!(keys(&rerun, "n1/n2", "n1"), vec!["5"]);
+    // The same file with its pair written the other way round (as a
+    // cluster listing n2 first would) finds the same row.
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let entry = json["diffs"]["n1/n2"].take();
+    json["diffs"] = serde_json::json!({ "n2/n1": entry });
+    let reversed = dir.path().join("reversed.json");
+    std::fs::write(&reversed, json.to_string()).unwrap();
+    let rerun = table_rerun(
+        &sessions,
+        &DiffFile::read(&reversed).unwrap(),
+        None,
+        &Progress::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(keys(&rerun, "n1/n2", "n1"), vec!["5"]);
     on(&cluster, 1, "INSERT INTO public.rr VALUES (5, 'v')").await;
     let rerun = table_rerun(&sessions, &file, None, &Progress::new())
         .await

@@ -316,7 +316,21 @@ pub(crate) fn confine(field: &'static str, requested: &str, data_dir: &Path) -> 
         field,
         reason: format!("{requested:?} is not a file inside the server's data directory"),
     };
-    let resolved = joined.canonicalize().map_err(|_| outside())?;
+    // A plain relative name that does not resolve is simply missing; say
+    // so (this tells nothing about what lies outside data_dir).
+    let plain = Path::new(requested)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    let resolved = joined.canonicalize().map_err(|_| {
+        if plain {
+            Error::PathRefused {
+                field,
+                reason: format!("no file {requested:?} in the server's data directory"),
+            }
+        } else {
+            outside()
+        }
+    })?;
     if !resolved.starts_with(data_dir) || !resolved.is_file() {
         return Err(outside());
     }
@@ -402,6 +416,14 @@ mod tests {
         }
         let outside = dir.path().join("secret.json");
         assert!(confine("diff_file", outside.to_str().unwrap(), &data).is_err());
+        // A missing plain name is called missing; a path that leaves the
+        // directory is refused the same way whether or not it exists.
+        let missing = confine("diff_file", "missing.json", &data).unwrap_err();
+        assert!(missing.to_string().contains("no file"), "{missing}");
+        for gone in ["../secret.json", "../nothing.json"] {
+            let error = confine("diff_file", gone, &data).unwrap_err().to_string();
+            assert!(error.contains("not a file inside"), "{error}");
+        }
     }
 
     #[test]

@@ -26,3 +26,32 @@ pub fn quote_ident(name: &str) -> String {
 pub fn quote_qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(name))
 }
+
+/// `name` as `psql` would show it: bare when it reads back as itself
+/// unquoted (lower-case letters, digits, `_`, not starting with a digit),
+/// quoted otherwise. For messages only; SQL text uses [`quote_ident`].
+///
+/// ```
+/// use ace_session::display_ident;
+/// assert_eq!(display_ident("orders"), "orders");
+/// assert_eq!(display_ident("Order Items"), r#""Order Items""#);
+/// ```
+pub fn display_ident(name: &str) -> String {
+    let bare = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if bare {
+        name.to_owned()
+    } else {
+        quote_ident(name)
+    }
+}
+
+/// `schema.table` for messages, each part as [`display_ident`] shows it.
+pub fn display_qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", display_ident(schema), display_ident(name))
+}

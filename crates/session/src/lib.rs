@@ -48,7 +48,7 @@ pub mod tls;
 
 pub use cluster::ClusterSession;
 pub use error::{Result, SessionError, TlsFailure, sql_state};
-pub use ident::{quote_ident, quote_qualified};
+pub use ident::{display_ident, display_qualified, quote_ident, quote_qualified};
 pub use node::{NodeSession, PINNED_SETTINGS, SessionSettings};
 pub use proxy::Keepalives;
 pub use scope::{Access, RoleTx, Scope};
