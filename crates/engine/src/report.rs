@@ -479,9 +479,11 @@ impl DiffFile {
                         "pair key {written:?} is not \"nodeA/nodeB\" of two nodes"
                     )));
                 }
-                if let Some(outside) = names.iter().find(|name| {
-                    !summary.nodes.is_empty() && !summary.nodes.iter().any(|n| n == *name)
-                }) {
+                let listed = |name: &&str| summary.nodes.iter().any(|n| n == name);
+                if let Some(outside) = names
+                    .iter()
+                    .find(|name| !summary.nodes.is_empty() && !listed(name))
+                {
                     return Err(bad(format!(
                         "pair {written} names node {outside}, which summary.nodes ({}) does not list",
                         summary.nodes.join(", ")
@@ -669,6 +671,8 @@ mod tests {
         std::fs::write(&path, twice).unwrap();
         let error = DiffFile::read(&path).unwrap_err().to_string();
         assert!(error.contains("twice"), "{error}");
+        let error = DiffFile::read(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("is a directory"), "{error}");
 
         let mut keyless = upstream;
         keyless["diffs"]["n1/n2"]["rows"]["n2"][0]

@@ -182,7 +182,9 @@ impl TableInfo {
         }
         let oid: i64 = row.try_get("oid").map_err(query)?;
 
-        // The size of the table, or of every leaf partition.
+        // The size of the table, or of every leaf partition
+        // (pg_partition_tree lists nothing for a table that is not
+        // partitioned, hence the table itself beside it).
         let leaves: Vec<(f64, i64, i64)> = sqlx::query_as(
             "SELECT c.reltuples::float8, c.relpages::int8,
                     (pg_relation_size(c.oid) / 8192)::int8
